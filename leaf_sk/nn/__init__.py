@@ -1,0 +1,11 @@
+"""The LEAF network in plain PyTorch: no scikit-learn, skorch or MNE here."""
+
+from .config import SIZES, LeafConfig
+from .losses import draw_token_mask, remove_band, str_losses
+from .model import LeafModel, STRPretrainer, cosine_logits
+from .qformer import QFormer
+from .tokenizer import Tokenizer
+from .tower import Tower
+
+__all__ = ["SIZES", "LeafConfig", "LeafModel", "QFormer", "STRPretrainer", "Tokenizer", "Tower",
+           "cosine_logits", "draw_token_mask", "remove_band", "str_losses"]

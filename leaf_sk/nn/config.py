@@ -1,0 +1,133 @@
+"""Sizes of the LEAF network, in one frozen config object."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+_SIZES = {
+    # The paper's sizes (LEAF_SPEC.md sections 3-6): 20.2 M Tower + 6.2 M IQF with a 768-d text encoder.
+    "base": {},
+    # Sized for CPU training: 2.1 M Tower parameters, about 700 training windows/s on 2 cores.
+    "small": dict(n_filters=32, d_model=128, n_layers=4, n_heads=4, d_ff=512,
+                  iqf_layers=2, iqf_heads=4, iqf_d_ff=512),
+    # For unit tests and examples only: a few thousand parameters.
+    "tiny": dict(n_filters=4, d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                 n_queries=2, iqf_layers=1, iqf_heads=2, iqf_d_ff=32),
+}
+
+
+@dataclass(frozen=True)
+class LeafConfig:
+    """Shapes and hyper-parameters of the LEAF network.
+
+    Parameters
+    ----------
+    n_channels : int
+        Rows of the electrode template (65).
+    window_samples : int
+        Samples per token window (100 = 0.5 s at 200 Hz).
+    max_windows : int
+        Length of the positional tables, in windows (20 = 10 s).
+    n_filters : int
+        Filters of the tokenizer's temporal and spatial convolutions.
+    temporal_kernel : int
+        Temporal kernel length, in samples (40 = 200 ms).
+    pool_size : int
+        Max-pooling width, in samples.
+    d_model, n_layers, n_heads, d_ff : int
+        Width, depth, attention heads and feed-forward width of each Tower branch.
+    recon_hidden : int
+        Per-channel hidden size of the reconstruction heads (1300 = 65 x 20 in the release).
+    dropout, tokenizer_dropout : float
+        Dropout in the Transformers and after the tokenizer.
+    mask_prob : float
+        Probability that the contextual branch replaces a token by the mask token in pretraining.
+    n_queries, iqf_layers, iqf_heads, iqf_d_ff : int
+        Learned queries, depth, heads and feed-forward width of the Q-Former.
+    iqf_dropout : float
+        Dropout before the Q-Former's output projection.
+    d_text : int
+        Dimension of the sentence-embedding space (768 for all-mpnet-base-v2, 384 for all-MiniLM-L6-v2).
+    iqf_positions : {"branch", "contiguous"}
+        Q-Former position indices of the 2N tokens: ``"branch"`` puts the causal tokens at
+        ``max_windows + i`` (as in training on 10-s inputs); ``"contiguous"`` uses ``0..2N-1`` as the
+        release does at direct inference.
+    """
+
+    n_channels: int = 65
+    window_samples: int = 100
+    max_windows: int = 20
+    n_filters: int = 64
+    temporal_kernel: int = 40
+    pool_size: int = 10
+    d_model: int = 256
+    n_layers: int = 12
+    n_heads: int = 8
+    d_ff: int = 1024
+    recon_hidden: int = 20
+    dropout: float = 0.1
+    tokenizer_dropout: float = 0.5
+    mask_prob: float = 0.5
+    n_queries: int = 8
+    iqf_layers: int = 4
+    iqf_heads: int = 8
+    iqf_d_ff: int = 1024
+    iqf_dropout: float = 0.3
+    d_text: int = 768
+    iqf_positions: str = "branch"
+
+    def __post_init__(self):
+        for name in ("n_channels", "window_samples", "max_windows", "n_filters", "temporal_kernel",
+                     "pool_size", "d_model", "n_layers", "n_heads", "d_ff", "recon_hidden",
+                     "n_queries", "iqf_layers", "iqf_heads", "iqf_d_ff", "d_text"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"LeafConfig.{name} must be a positive integer, got {value!r}.")
+        if self.d_model % self.n_heads or self.d_model % self.iqf_heads:
+            raise ValueError(
+                f"LeafConfig.d_model={self.d_model} must be divisible by n_heads={self.n_heads} "
+                f"and iqf_heads={self.iqf_heads}.")
+        if self.iqf_positions not in ("branch", "contiguous"):
+            raise ValueError(
+                f"LeafConfig.iqf_positions must be 'branch' or 'contiguous', got {self.iqf_positions!r}.")
+        for name in ("dropout", "tokenizer_dropout", "mask_prob", "iqf_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"LeafConfig.{name} must lie in [0, 1), got {getattr(self, name)!r}.")
+
+    @classmethod
+    def from_size(cls, size="small", **overrides):
+        """Config of a named size (``"base"``, ``"small"`` or ``"tiny"``), with overrides."""
+        if size not in _SIZES:
+            raise ValueError(f"Unknown LEAF size {size!r}; choose one of {sorted(_SIZES)}.")
+        return cls(**{**_SIZES[size], **overrides})
+
+    @property
+    def samples_per_filter(self):
+        """Samples per filter after pooling one window (10 in the release)."""
+        conv_len = self.window_samples + 2 * (self.temporal_kernel // 2) - self.temporal_kernel + 1
+        return conv_len // self.pool_size
+
+    @property
+    def token_dim(self):
+        """Length of one flattened tokenizer output (640 in the release)."""
+        return self.n_filters * self.samples_per_filter
+
+    def to_dict(self):
+        """Plain dict, JSON-serialisable."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values):
+        """Inverse of :meth:`to_dict`; unknown keys raise a ValueError that lists them."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"Unknown LeafConfig keys {unknown}; known keys are {sorted(known)}.")
+        return cls(**values)
+
+    def replace(self, **changes):
+        """Copy with some fields changed."""
+        return replace(self, **changes)
+
+
+SIZES = tuple(_SIZES)

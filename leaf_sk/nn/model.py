@@ -1,0 +1,106 @@
+"""Whole networks: the STR pretraining module and the instruction-tuned LEAF model."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .losses import draw_token_mask, remove_band, str_losses
+from .qformer import QFormer
+from .tower import Tower
+
+
+class STRPretrainer(nn.Module):
+    """The Tower with its STR objectives computed inside ``forward``.
+
+    Computing the loss in the module (not in a criterion module) keeps the criterion free of
+    parameters, which is what DDP under Accelerate needs.
+
+    Parameters
+    ----------
+    config : LeafConfig
+    band_width : float
+        Width of the removed band, Hz.
+    max_band_start : int
+        The band's lower edge is drawn uniformly from ``1..max_band_start`` Hz, once per batch.
+    sfreq : float
+        Sampling rate of the input, Hz.
+    """
+
+    def __init__(self, config, band_width=6.0, max_band_start=50, sfreq=200.0):
+        super().__init__()
+        self.config = config
+        self.band_width = band_width
+        self.max_band_start = max_band_start
+        self.sfreq = sfreq
+        self.tower = Tower(config)
+
+    def forward(self, x):
+        """STR losses of one batch.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_channels, n_windows * window_samples), n_windows >= 2
+            Clean EEG on the template.
+
+        Returns
+        -------
+        Tensor, shape (4,)
+            ``[L_S, L_T, zero_S, zero_T]`` (see :func:`~leaf_sk.nn.losses.str_losses`).
+        """
+        cfg = self.config
+        n_windows = x.shape[-1] // cfg.window_samples
+        if n_windows < 2:
+            raise ValueError(f"STR pretraining needs at least 2 windows per trial, got {n_windows}.")
+        x = x[..., : n_windows * cfg.window_samples]
+        if self.training:
+            f_low = int(torch.randint(1, self.max_band_start + 1, ()).item())
+            with torch.no_grad():
+                perturbed = remove_band(x, f_low, self.band_width, self.sfreq)
+            token_mask = draw_token_mask(x.shape[:1] + (n_windows,), cfg.mask_prob, device=x.device)
+        else:
+            perturbed, token_mask = x, None
+        tower = self.tower
+        tokens = tower.tokenizer(perturbed)
+        recon_s = tower.reconstruct(tower.contextual(tokens, token_mask), "mask")
+        recon_t = tower.reconstruct(tower.causal(tokens), "next")
+        return str_losses(recon_s, recon_t, x, cfg.window_samples)
+
+
+class LeafModel(nn.Module):
+    """Tower plus IQF: EEG and an instruction vector to a unit vector in the text space.
+
+    Parameters
+    ----------
+    config : LeafConfig
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.tower = Tower(config)
+        self.qformer = QFormer(config)
+
+    def forward(self, x, instruction):
+        """Embed EEG.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_channels, n_windows * window_samples)
+        instruction : Tensor, shape (batch, d_text) or (d_text,)
+
+        Returns
+        -------
+        Tensor, shape (batch, d_text), unit rows.
+        """
+        return self.qformer(self.tower(x), instruction)
+
+    def pooled_tokens(self, x):
+        """Mean of the 2N Tower tokens, shape (batch, d_model): the embedding without instruction."""
+        return self.tower(x).mean(dim=1)
+
+
+def cosine_logits(embedding, prototypes, scale=1.0):
+    """Scaled cosine similarities ``scale * e @ P.T``, shape (batch, n_classes)."""
+    return scale * embedding @ F.normalize(prototypes, dim=-1).T

@@ -1,0 +1,81 @@
+"""The Instruction-conditioned Q-Former (IQF)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class IQFLayer(nn.Module):
+    """Pre-LN query self-attention, cross-attention to the tokens, feed-forward; no dropout."""
+
+    def __init__(self, d_model, n_heads, d_ff):
+        super().__init__()
+        self.self_attn = nn.MultiheadAttention(d_model, n_heads, batch_first=True)
+        self.cross_attn = nn.MultiheadAttention(d_model, n_heads, batch_first=True)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.norm3 = nn.LayerNorm(d_model)
+        self.ff = nn.Sequential(nn.Linear(d_model, d_ff), nn.GELU(), nn.Linear(d_ff, d_model))
+
+    def forward(self, queries, tokens):
+        h = self.norm1(queries)
+        queries = queries + self.self_attn(h, h, h, need_weights=False)[0]
+        h = self.norm2(queries)
+        queries = queries + self.cross_attn(h, tokens, tokens, need_weights=False)[0]
+        return queries + self.ff(self.norm3(queries))
+
+
+class QFormer(nn.Module):
+    """Instruction-conditioned Q-Former (LEAF_SPEC.md section 6).
+
+    Parameters
+    ----------
+    config : LeafConfig
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        d = config.d_model
+        self.base_queries = nn.Parameter(torch.randn(config.n_queries, d) / 16)
+        self.pos_embedding = nn.Parameter(torch.randn(1, 2 * config.max_windows, d))
+        self.film = nn.Linear(config.d_text, 2 * d)
+        self.layers = nn.ModuleList(
+            IQFLayer(d, config.iqf_heads, config.iqf_d_ff) for _ in range(config.iqf_layers))
+        self.final_norm = nn.LayerNorm(d)
+        self.output_embed = nn.Sequential(
+            nn.Flatten(1), nn.Dropout(config.iqf_dropout), nn.Linear(config.n_queries * d, config.d_text))
+
+    def positions(self, n_windows, device=None):
+        """Position indices of ``[S_1..S_N, T_1..T_N]``, shape (2 * n_windows,)."""
+        idx = torch.arange(n_windows, device=device)
+        offset = n_windows if self.config.iqf_positions == "contiguous" else self.config.max_windows
+        return torch.cat([idx, idx + offset])
+
+    def forward(self, tokens, instruction):
+        """Embed Tower tokens conditioned on an instruction.
+
+        Parameters
+        ----------
+        tokens : Tensor, shape (batch, 2 * n_windows, d_model)
+        instruction : Tensor, shape (batch, d_text) or (d_text,)
+            Unit sentence embedding of the instruction.
+
+        Returns
+        -------
+        Tensor, shape (batch, d_text)
+            L2-normalised embedding in the text space.
+        """
+        batch, n_tokens, _ = tokens.shape
+        if instruction.dim() == 1:
+            instruction = instruction.unsqueeze(0).expand(batch, -1)
+        gamma, beta = self.film(instruction.to(tokens.dtype)).unsqueeze(1).chunk(2, dim=-1)
+        tokens = (1 + gamma) * tokens + beta
+        tokens = tokens + self.pos_embedding[:, self.positions(n_tokens // 2, tokens.device)]
+        queries = self.base_queries.unsqueeze(0).expand(batch, -1, -1)
+        for layer in self.layers:
+            queries = layer(queries, tokens)
+        out = self.output_embed(self.final_norm(queries))
+        return F.normalize(out, dim=-1)

@@ -1,0 +1,178 @@
+"""The network's defining properties (LEAF_SPEC.md sections 3-8)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from leaf_sk.nn import LeafConfig, LeafModel, STRPretrainer, Tokenizer, Tower, remove_band
+from leaf_sk.nn.losses import draw_token_mask
+
+
+@pytest.fixture
+def tiny():
+    return LeafConfig.from_size("tiny", d_text=12)
+
+
+def test_base_parameter_counts_match_spec():
+    model = LeafModel(LeafConfig.from_size("base", d_text=768))
+    tower = sum(p.numel() for p in model.tower.parameters())
+    iqf = sum(p.numel() for p in model.qformer.parameters())
+    spec_tower, spec_iqf = 20_230_288, 6_193_920
+    assert abs(tower - spec_tower) / spec_tower < 0.05
+    assert abs(iqf - spec_iqf) / spec_iqf < 0.05
+    # The release's layout is reproduced exactly, not only within 5 %.
+    assert (tower, iqf) == (spec_tower, spec_iqf)
+    assert sum(p.numel() for p in QFormer384().parameters()) == 5_210_496
+
+
+def QFormer384():
+    return LeafModel(LeafConfig.from_size("base", d_text=384)).qformer
+
+
+def test_release_key_layout():
+    model = LeafModel(LeafConfig.from_size("base", d_text=768))
+    keys = model.state_dict().keys()
+    assert len(keys) == 396
+    assert sum(k.startswith("tower.") for k in keys) == 316
+    for key in ["tower.tokenizer.enc_conv.0.weight", "tower.tokenizer.enc_conv.2.num_batches_tracked",
+                "tower.mask_inProj.weight", "tower.next_transformer.layers.11.self_attn.in_proj_weight",
+                "tower.next_outProj.3.weight", "tower.causal_mask", "qformer.output_embed.2.weight",
+                "qformer.layers.3.norm3.bias", "qformer.film.weight"]:
+        assert key in keys
+
+
+def test_fused_tokenizer_equals_two_convolutions(tiny):
+    torch.manual_seed(0)
+    tok = Tokenizer(tiny).eval()
+    x = torch.randn(3, 65, 400)
+    fused = tok(x)
+    windows = x.reshape(3, 65, 4, 100).permute(0, 2, 1, 3).reshape(12, 1, 65, 100)
+    ref = tok.enc_conv(windows).reshape(3, 4, -1)
+    assert fused.shape == (3, 4, tiny.token_dim)
+    torch.testing.assert_close(fused, ref, rtol=1e-4, atol=1e-5)
+
+
+def test_causal_branch_ignores_the_future(tiny):
+    torch.manual_seed(0)
+    tower = Tower(tiny).eval()
+    x = torch.randn(2, 65, 600)
+    changed = x.clone()
+    changed[..., 300:] = torch.randn(2, 65, 300)
+    with torch.no_grad():
+        a = tower.causal(tower.tokenizer(x))
+        b = tower.causal(tower.tokenizer(changed))
+        ctx_a = tower.contextual(tower.tokenizer(x))
+        ctx_b = tower.contextual(tower.tokenizer(changed))
+    torch.testing.assert_close(a[:, :3], b[:, :3])
+    assert not torch.allclose(a[:, 3:], b[:, 3:])
+    assert not torch.allclose(ctx_a[:, :3], ctx_b[:, :3])  # the contextual branch looks ahead
+
+
+def test_inference_output_has_2n_tokens(tiny):
+    tower = Tower(tiny).eval()
+    with torch.no_grad():
+        out = tower(torch.randn(2, 65, 800))
+    assert out.shape == (2, 16, tiny.d_model)
+
+
+def test_spectral_perturbation_zeroes_exactly_the_band():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 2000, dtype=torch.float64)
+    out = remove_band(x, 10, band_width=6.0, sfreq=200.0)
+    freqs = torch.fft.rfftfreq(2000, 1 / 200)
+    spec_in, spec_out = torch.fft.rfft(x), torch.fft.rfft(out)
+    band = (freqs >= 10) & (freqs < 16)
+    assert band.sum() == 60  # 0.1-Hz bins
+    # The FFT runs in float32 (as in the release): exact up to float32 rounding.
+    assert spec_out[..., band].abs().max() < 1e-4 * spec_in[..., band].abs().mean()
+    torch.testing.assert_close(spec_out[..., ~band], spec_in[..., ~band], rtol=1e-4, atol=1e-3)
+
+
+def test_per_trial_bands():
+    x = torch.randn(2, 1, 200, dtype=torch.float64)
+    out = remove_band(x, torch.tensor([5.0, 30.0]), band_width=6.0)
+    spec = torch.fft.rfft(out).abs()
+    assert spec[0, 0, 5:11].max() < 1e-4 and spec[0, 0, 30:36].min() > 1e-3
+    assert spec[1, 0, 30:36].max() < 1e-4 and spec[1, 0, 5:11].min() > 1e-3
+
+
+def test_mask_replaces_the_expected_fraction():
+    gen = torch.Generator().manual_seed(0)
+    mask = draw_token_mask((4000, 20), 0.5, generator=gen)
+    assert abs(mask.float().mean().item() - 0.5) < 0.01
+    assert 0 < mask.sum(1).min() and mask.sum(1).max() < 20  # Bernoulli, not a fixed count
+
+
+def test_masked_tokens_become_the_mask_token(tiny):
+    tower = Tower(tiny).eval()
+    tokens = torch.randn(1, 4, tiny.token_dim)
+    mask = torch.tensor([[True, False, True, False]])
+    with torch.no_grad():
+        tower.mask_token.fill_(3.0)
+        out_a = tower.contextual(tokens, mask)
+        tokens_b = tokens.clone()
+        tokens_b[0, 0] = torch.randn(tiny.token_dim)  # a masked token's content is never seen
+        out_b = tower.contextual(tokens_b, mask)
+    torch.testing.assert_close(out_a, out_b)
+
+
+def test_str_losses_fall_below_zero_prediction_on_a_learnable_signal(tiny):
+    torch.manual_seed(0)
+    module = STRPretrainer(tiny.replace(dropout=0.0, tokenizer_dropout=0.0))
+    t = torch.arange(800) / 200
+    x = torch.sin(2 * torch.pi * 3 * t).repeat(8, 65, 1) * torch.linspace(0.5, 1.5, 8)[:, None, None]
+    opt = torch.optim.Adam(module.parameters(), lr=3e-3)
+    first = None
+    for _ in range(150):
+        losses = module(x)
+        first = losses.detach() if first is None else first
+        opt.zero_grad()
+        (losses[0] + losses[1]).backward()
+        opt.step()
+    assert losses[0] < 0.5 * losses[2] and losses[1] < 0.5 * losses[3]
+    assert losses[0] < first[0]
+
+
+def test_qformer_output_is_unit_and_depends_on_instruction(tiny):
+    torch.manual_seed(0)
+    model = LeafModel(tiny).eval()
+    x = torch.randn(3, 65, 400)
+    with torch.no_grad():
+        a = model(x, torch.nn.functional.normalize(torch.randn(12), dim=0))
+        b = model(x, torch.nn.functional.normalize(torch.randn(12), dim=0))
+    torch.testing.assert_close(a.norm(dim=1), torch.ones(3))
+    assert not torch.allclose(a, b)
+
+
+def test_iqf_positions(tiny):
+    model = LeafModel(tiny)
+    assert model.qformer.positions(3).tolist() == [0, 1, 2, 20, 21, 22]
+    contiguous = LeafModel(tiny.replace(iqf_positions="contiguous"))
+    assert contiguous.qformer.positions(3).tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_too_many_windows_is_a_clear_error(tiny):
+    with pytest.raises(ValueError, match="1 to 20 windows.*crop or segment"):
+        Tower(tiny)(torch.randn(1, 65, 2100))
+
+
+@pytest.mark.parametrize("bad", [dict(d_model=30, n_heads=4), dict(n_layers=0), dict(mask_prob=1.5),
+                                 dict(iqf_positions="other")])
+def test_config_validation(bad):
+    with pytest.raises(ValueError, match="LeafConfig"):
+        LeafConfig.from_size("tiny", **bad)
+
+
+def test_unknown_size():
+    with pytest.raises(ValueError, match="choose one of"):
+        LeafConfig.from_size("huge")
+
+
+def test_nn_imports_no_sklearn_skorch_or_mne():
+    code = ("import sys, leaf_sk.nn; bad = [m for m in ('sklearn', 'skorch', 'mne') if m in sys.modules];"
+            "print(bad); sys.exit(bool(bad))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
