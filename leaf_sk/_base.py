@@ -1,0 +1,138 @@
+"""What every leaf-sk estimator shares: the input path, the model loading, the device."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.base import _fit_context  # noqa: F401  (sklearn's private helper, imported in one place)
+from sklearn.utils.validation import check_is_fitted
+
+from ._input import check_same_channels, make_channel_map, read_trials, to_template
+from .checkpoint import load_checkpoint
+from .nn import LeafConfig, LeafModel
+
+
+def check_torch_device(device):
+    """Resolve ``"auto"`` and check that a requested CUDA device exists.
+
+    Parameters
+    ----------
+    device : str
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``.
+
+    Returns
+    -------
+    str
+    """
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a torch device; use 'auto', 'cpu' or 'cuda'.") from exc
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} asks for CUDA, but no GPU is visible; use 'auto' or 'cpu'.")
+    return device
+
+
+def torch_seed(random_state):
+    """An int seed for torch drawn from a sklearn ``random_state`` (int, RandomState or None)."""
+    from sklearn.utils import check_random_state
+
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+class LeafInputMixin:
+    """The one input path of every estimator: EEG in any accepted form to template tensors.
+
+    Expects the estimator parameters ``ch_names``, ``sfreq`` and ``units``. ``fit`` computes
+    the channel matrix (mapping plus spherical-spline interpolation) once; ``transform``,
+    ``predict`` and friends reuse it and refuse another channel set.
+    """
+
+    def _template_data(self, X, *, fit):
+        """EEG to float32 ``(n_trials, 65, n_windows * 100)`` at 200 Hz, each trial scaled alone.
+
+        A 2-D ``X`` of shape ``(n_trials, n_channels * n_times)`` (trials flattened channel by
+        channel, as ``X.reshape(len(X), -1)`` gives) is accepted when ``ch_names`` is set.
+        """
+        if not fit:
+            check_is_fitted(self, "channel_map_")
+        X, n_flat_features = self._unflatten(X)
+        trials = read_trials(X, ch_names=self.ch_names, sfreq=self.sfreq, units=self.units)
+        n_features = n_flat_features or len(trials.ch_names)
+        if fit:
+            self.channel_map_ = make_channel_map(trials.ch_names)
+            self.ch_names_ = list(trials.ch_names)
+            self.sfreq_ = float(trials.sfreq)
+            self.n_features_in_ = n_features
+        else:
+            check_same_channels(self.ch_names_, trials.ch_names)
+            if n_features != self.n_features_in_:
+                raise ValueError(
+                    f"X has {n_features} features, but {type(self).__name__} was fitted with "
+                    f"{self.n_features_in_}; pass data with the channels (and, for flattened 2-D "
+                    "input, the trial length) used in fit.")
+        return to_template(trials, self.channel_map_)
+
+    def _unflatten(self, X):
+        """Undo a channel-major flattening of 2-D input; returns ``(X, n_columns or None)``."""
+        if not isinstance(X, np.ndarray) or X.ndim != 2 or self.ch_names is None:
+            return X, None
+        n_channels = len(self.ch_names)
+        if X.shape[1] % n_channels:
+            raise ValueError(
+                f"2-D X has {X.shape[1]} columns, not a multiple of the {n_channels} channels in "
+                "ch_names; pass X of shape (n_trials, n_channels, n_times), or one flattened with "
+                "X.reshape(len(X), -1).")
+        return X.reshape(len(X), n_channels, -1), X.shape[1]
+
+
+def build_model(checkpoint, size, d_text, seed, config=None):
+    """The LEAF model of an estimator: from a checkpoint, or freshly initialised.
+
+    Parameters
+    ----------
+    checkpoint : str, Path or None
+        A packaged name or a path; None gives random weights of ``size``.
+    size : str
+        Named size for random weights.
+    d_text : int
+        Dimension of the text encoder in use.
+    seed : int
+        Seeds the random initialisation (the caller's global RNG state is left untouched).
+    config : dict or None
+        Overrides of :class:`~leaf_sk.nn.LeafConfig` for random weights.
+
+    Returns
+    -------
+    model : LeafModel
+    info : dict
+        The checkpoint's document (empty for random weights).
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if checkpoint is None:
+            return LeafModel(LeafConfig.from_size(size, **(config or {}), d_text=d_text)), {}
+        model, info = load_checkpoint(checkpoint, d_text=d_text)
+    if model.config.d_text != d_text:
+        raise ValueError(
+            f"checkpoint {checkpoint!r} has a Q-Former for {model.config.d_text}-d text embeddings, "
+            f"but the text encoder gives {d_text}-d ones; use the text encoder it was trained with "
+            f"({info.get('text_encoder', {}).get('name')!r}) or a Tower-only checkpoint.")
+    return model, info
+
+
+def predict_in_batches(fn, data, batch_size, device):
+    """Apply ``fn`` to float32 ``data`` batch by batch in eval mode without gradients.
+
+    Returns
+    -------
+    ndarray, the outputs concatenated along the first axis (float32).
+    """
+    outputs = []
+    with torch.inference_mode():
+        for start in range(0, len(data), batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(data[start:start + batch_size])).to(device)
+            outputs.append(fn(batch).float().cpu().numpy())
+    return np.concatenate(outputs, axis=0)

@@ -1,0 +1,600 @@
+"""The one input path of every estimator: Epochs or arrays → ``(n, 65, T)`` float32 at 200 Hz.
+
+Steps, each a function so that estimators and tests can use them alone:
+
+1. :func:`read_trials` validates ``X`` (Epochs or array) and returns microvolts.
+2. :func:`make_channel_map` turns channel names into one ``(65, n_channels)`` matrix:
+   aliases, averaging of several sources on one site, spherical-spline interpolation.
+3. :func:`to_template` resamples to 200 Hz, scales each trial alone, applies the matrix
+   and keeps whole 0.5-s windows.
+
+:func:`prepare_unlabelled` chains them for Raw recordings (pretraining).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from .montage import (
+    MAX_WINDOWS,
+    TEMPLATE_CH_NAMES,
+    TEMPLATE_SFREQ,
+    WINDOW_SAMPLES,
+    resolve_channel,
+    template_montage,
+)
+
+_UNIT_TO_MICROVOLT = {"V": 1e6, "mV": 1e3, "uV": 1.0, "µV": 1.0, "μV": 1.0}
+_ACCEPTED_UNITS = ("V", "mV", "uV", "µV")
+_INTERPOLATION_WARN_FRACTION = 0.5
+_CLIP_PERCENTILES = (0.1, 99.9)
+_MAX_LISTED = 10
+
+
+@dataclass(frozen=True, eq=False)
+class EEGTrials:
+    """Validated trials, in microvolts.
+
+    Attributes
+    ----------
+    data : ndarray, shape (n_trials, n_channels, n_times)
+        float64, microvolts, C-contiguous.
+    ch_names : tuple of str, length n_channels
+        Names of the rows of each trial, as given.
+    sfreq : float
+        Sampling rate, in Hz.
+    """
+
+    data: np.ndarray
+    ch_names: tuple[str, ...]
+    sfreq: float
+
+
+@dataclass(frozen=True, eq=False)
+class ChannelMap:
+    """Linear map from the input channels onto the 65 template sites.
+
+    Attributes
+    ----------
+    ch_names : tuple of str, length n_in
+        Input channel names, in the order of the rows of the input.
+    matrix : ndarray, shape (65, n_in)
+        float64, read-only. Row ``i`` gives template site ``TEMPLATE_CH_NAMES[i]`` as a
+        weighted sum of input channels: ``1/k`` for each of the ``k`` channels recorded at
+        that site, spherical-spline weights for a site that was not recorded. The columns
+        of ignored channels are zero.
+    interpolated : tuple of str
+        Template sites filled by interpolation.
+    ignored : tuple of str
+        Input channels that were dropped (reference, EOG, ECG, EMG, trigger).
+    """
+
+    ch_names: tuple[str, ...]
+    matrix: np.ndarray
+    interpolated: tuple[str, ...]
+    ignored: tuple[str, ...]
+
+    @property
+    def used(self):
+        """Boolean mask, shape (n_in,): input channels that contribute to the template."""
+        return np.any(self.matrix != 0, axis=0)
+
+
+def _listed(items):
+    """Short printable list: the first few items and how many more."""
+    items = list(items)
+    shown = ", ".join(repr(item) for item in items[:_MAX_LISTED])
+    more = len(items) - _MAX_LISTED
+    return f"[{shown}{f', ... ({more} more)' if more > 0 else ''}]"
+
+
+def _check_units(units, default):
+    if units is None:
+        return default
+    if units not in _UNIT_TO_MICROVOLT:
+        raise ValueError(
+            f"units={units!r} is not supported; pass one of {_ACCEPTED_UNITS} (the unit of the "
+            "values in X), or units=None for µV with arrays and V with mne.Epochs.")
+    return units
+
+
+def _check_sfreq(sfreq):
+    if sfreq is None:
+        raise ValueError(
+            "sfreq is required when X is an array; pass sfreq=<sampling rate in Hz>, "
+            "or pass mne.Epochs, which carry it.")
+    if isinstance(sfreq, (bool, np.bool_)) or not isinstance(sfreq, (int, float, np.number)):
+        raise TypeError(
+            f"sfreq must be a number in Hz, got {sfreq!r} ({type(sfreq).__name__}); "
+            "pass e.g. sfreq=250.0.")
+    if not np.isfinite(sfreq) or sfreq <= 0:
+        raise ValueError(
+            f"sfreq must be a positive number of Hz, got {sfreq!r}; pass e.g. sfreq=250.0.")
+    return float(sfreq)
+
+
+def _check_ch_names(ch_names):
+    if ch_names is None:
+        raise ValueError(
+            "ch_names is required when X is an array; pass ch_names=[...] with one 10-10 name "
+            "per row of X, or pass mne.Epochs, which carry them.")
+    if isinstance(ch_names, str) or not all(isinstance(name, str) for name in ch_names):
+        raise TypeError(
+            f"ch_names must be a list of strings, one per channel, got {ch_names!r}; "
+            "pass e.g. ch_names=['C3', 'Cz', 'C4'].")
+    names = tuple(ch_names)
+    seen, duplicates = set(), []
+    for name in names:
+        if name in seen and name not in duplicates:
+            duplicates.append(name)
+        seen.add(name)
+    if duplicates:
+        raise ValueError(
+            f"ch_names lists these channels more than once: {_listed(duplicates)}; "
+            "give each row of X its own name (drop or rename the repeated channels).")
+    return names
+
+
+def _epochs_to_array(epochs, ch_names, sfreq):
+    """EEG channels not marked bad, shape (n, c, t) in volts, with their names and the rate."""
+    import mne
+
+    picks = mne.pick_types(epochs.info, eeg=True, exclude="bads")
+    if len(picks) == 0:
+        raise ValueError(
+            f"The Epochs have no good EEG channel (channel types: "
+            f"{sorted(set(epochs.get_channel_types()))}, bads: {epochs.info['bads']}); set "
+            "the EEG channel types with epochs.set_channel_types({name: 'eeg'}).")
+    info_names = tuple(epochs.ch_names[pick] for pick in picks)
+    info_sfreq = float(epochs.info["sfreq"])
+    if ch_names is not None and tuple(ch_names) != info_names:
+        raise ValueError(
+            f"ch_names={_listed(ch_names)} disagrees with the EEG channels of the Epochs "
+            f"{_listed(info_names)}; leave ch_names=None with mne.Epochs (they are read from "
+            "epochs.info), or rename the channels with epochs.rename_channels.")
+    if sfreq is not None and not np.isclose(float(sfreq), info_sfreq):
+        raise ValueError(
+            f"sfreq={sfreq!r} disagrees with epochs.info['sfreq']={info_sfreq}; leave sfreq=None "
+            "with mne.Epochs (it is read from epochs.info), or resample the Epochs.")
+    return epochs.get_data(picks=picks), info_names, info_sfreq
+
+
+def _check_array(X):
+    try:
+        data = np.asarray(X)
+    except (ValueError, TypeError) as exc:
+        raise TypeError(
+            f"X could not be read as an array ({exc}); pass a numeric array of shape "
+            "(n_trials, n_channels, n_times) with trials of equal length, or mne.Epochs.") from exc
+    if data.dtype.kind not in "iuf":
+        raise TypeError(
+            f"X must hold real numbers, got dtype {data.dtype}; pass a float array of shape "
+            "(n_trials, n_channels, n_times) (ragged lists of trials become object arrays: crop "
+            "trials to one length first), or mne.Epochs.")
+    if data.ndim != 3:
+        hint = " For a single trial use X[np.newaxis]." if data.ndim == 2 else ""
+        raise ValueError(
+            f"X must be 3-D (n_trials, n_channels, n_times), got shape {data.shape}.{hint} "
+            "Pass a 3-D array or mne.Epochs.")
+    if 0 in data.shape:
+        raise ValueError(
+            f"X is empty (shape {data.shape}); pass at least one trial with at least one "
+            "channel and one sample.")
+    return data
+
+
+def _check_finite(data):
+    bad = ~np.isfinite(data)
+    if bad.any():
+        trials = np.flatnonzero(bad.any(axis=(1, 2)))
+        raise ValueError(
+            f"X contains {int(bad.sum())} NaN or Inf values, in {len(trials)} trial(s) "
+            f"{_listed(trials.tolist())}; drop those trials or replace the values "
+            "(e.g. interpolate the bad samples) before passing X.")
+
+
+def read_trials(X, *, ch_names=None, sfreq=None, units=None):
+    """Validate trials given as Epochs or as an array.
+
+    Parameters
+    ----------
+    X : mne.Epochs or array-like, shape (n_trials, n_channels, n_times)
+        With Epochs, only EEG channels not marked bad are kept, and names and rate come
+        from ``info``.
+    ch_names : list of str, length n_channels, optional
+        Required for arrays; for Epochs it must agree with ``info`` if given.
+    sfreq : float, optional
+        Sampling rate in Hz. Required for arrays; for Epochs it must agree with ``info``.
+    units : {"V", "mV", "uV", "µV"}, optional
+        Unit of the values of ``X``. Default: ``"uV"`` for arrays (as MOABB returns them),
+        ``"V"`` for Epochs (MNE's unit).
+
+    Returns
+    -------
+    trials : EEGTrials
+        Data in microvolts, float64.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the problem, the value received and the fix.
+    """
+    import mne
+
+    if isinstance(X, mne.io.BaseRaw):
+        raise TypeError(
+            "X is a continuous mne.io.Raw, not trials; cut it into epochs first "
+            "(mne.Epochs or mne.make_fixed_length_epochs), or use prepare_unlabelled for "
+            "unlabelled recordings.")
+    if isinstance(X, mne.BaseEpochs):
+        factor = _UNIT_TO_MICROVOLT[_check_units(units, "V")]
+        data, names, rate = _epochs_to_array(X, ch_names, sfreq)
+        data = _check_array(data)
+    else:
+        factor = _UNIT_TO_MICROVOLT[_check_units(units, "uV")]
+        data = _check_array(X)
+        names = _check_ch_names(ch_names)
+        rate = _check_sfreq(sfreq)
+        if len(names) != data.shape[1]:
+            raise ValueError(
+                f"X has {data.shape[1]} channels but ch_names lists {len(names)}; pass one name "
+                "per row of X, or pass mne.Epochs.")
+    _check_ch_names(names)
+    _check_finite(data)
+    data = np.ascontiguousarray(data, dtype=np.float64) * factor
+    return EEGTrials(data=data, ch_names=tuple(names), sfreq=rate)
+
+
+def make_channel_map(ch_names, *, release_compat=False):
+    """Map input channels onto the 65-site template, interpolating missing sites.
+
+    Parameters
+    ----------
+    ch_names : list of str, length n_in
+        Input channel names (10-20/10-10/10-05, aliases and case accepted).
+    release_compat : bool
+        Map CB1/CB2 as the released model did (swapped); see
+        :func:`leaf_sk.montage.resolve_channel`.
+
+    Returns
+    -------
+    channel_map : ChannelMap
+        ``matrix`` has shape (65, n_in).
+
+    Raises
+    ------
+    ValueError
+        For unknown or duplicate names, or when no channel can be placed on the template.
+
+    Warns
+    -----
+    UserWarning
+        When input channels are ignored, and when more than half of the template is
+        interpolated.
+
+    Notes
+    -----
+    The interpolation is MNE's spherical spline (``interpolate_bads``, mode ``"fast"``)
+    over the template's θ/φ positions. It is linear, so it is computed once, on the
+    direct-mapping matrix itself, and applied to the data as one matrix product.
+    """
+    names = _check_ch_names(ch_names)
+    if not names:
+        raise ValueError("ch_names is empty; pass one name per channel of X.")
+    channel_map = _cached_channel_map(names, bool(release_compat))
+    if channel_map.ignored:
+        warnings.warn(
+            f"Ignoring {len(channel_map.ignored)} non-EEG or reference channel(s) "
+            f"{_listed(channel_map.ignored)}; drop them before fitting to silence this warning.",
+            UserWarning, stacklevel=2)
+    fraction = len(channel_map.interpolated) / len(TEMPLATE_CH_NAMES)
+    if fraction > _INTERPOLATION_WARN_FRACTION:
+        warnings.warn(
+            f"{len(channel_map.interpolated)} of {len(TEMPLATE_CH_NAMES)} template channels "
+            f"({fraction:.0%}) are interpolated from {len(names) - len(channel_map.ignored)} "
+            "recorded ones; the spline estimate is unreliable so far from the electrodes. "
+            "Use a cap with more 10-10 channels if you can.", UserWarning, stacklevel=2)
+    return channel_map
+
+
+@lru_cache(maxsize=64)
+def _cached_channel_map(names, release_compat):
+    sites, ignored, unknown = [], [], []
+    for name in names:
+        try:
+            sites.append(resolve_channel(name, release_compat=release_compat))
+        except ValueError:
+            unknown.append(name)
+            continue
+        if sites[-1] is None:
+            ignored.append(name)
+    if unknown:
+        raise ValueError(
+            f"Unknown EEG channel name(s) {_listed(unknown)}: they are not 10-20/10-10/10-05 "
+            "names that can be placed on the LEAF template. Rename them to their 10-10 names "
+            "with mne.rename_channels (or pass ch_names that use 10-10 names), or drop them.")
+    if len(ignored) == len(names):
+        raise ValueError(
+            f"None of the channels {_listed(names)} is an EEG electrode of the template "
+            "(all are reference, EOG, ECG, EMG or trigger channels); pass EEG channels with "
+            "10-10 names.")
+    direct = _direct_matrix(sites)
+    missing = tuple(name for name, row in zip(TEMPLATE_CH_NAMES, direct) if not row.any())
+    matrix = _interpolate_missing(direct, missing) if missing else direct
+    matrix.flags.writeable = False
+    return ChannelMap(ch_names=names, matrix=matrix, interpolated=missing, ignored=tuple(ignored))
+
+
+def _direct_matrix(sites):
+    """(65, n_in) matrix averaging the inputs recorded at each site; None sites give zeros."""
+    index = {name: row for row, name in enumerate(TEMPLATE_CH_NAMES)}
+    matrix = np.zeros((len(TEMPLATE_CH_NAMES), len(sites)))
+    for column, site in enumerate(sites):
+        if site is not None:
+            matrix[index[site], column] = 1.0
+    counts = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, counts, out=matrix, where=counts > 0)
+
+
+def _interpolate_missing(direct, missing):
+    """Fill the rows of ``missing`` sites of ``direct`` (65, n_in) by spherical splines.
+
+    The columns of ``direct`` go through ``interpolate_bads`` as if they were time samples,
+    so each output row is the spline combination of the recorded rows.
+    """
+    import mne
+
+    info = mne.create_info(list(TEMPLATE_CH_NAMES), TEMPLATE_SFREQ, ch_types="eeg")
+    raw = mne.io.RawArray(direct, info, verbose=False)
+    raw.set_montage(template_montage(), verbose=False)
+    raw.info["bads"] = list(missing)
+    raw.interpolate_bads(reset_bads=True, mode="fast", origin=(0.0, 0.0, 0.0), verbose=False)
+    return raw.get_data()
+
+
+def check_same_channels(fitted_ch_names, new_ch_names):
+    """Raise if the channels of new data differ from those seen in ``fit``.
+
+    Parameters
+    ----------
+    fitted_ch_names, new_ch_names : sequence of str
+        Channel names at fit time and now.
+
+    Raises
+    ------
+    ValueError
+        Naming the channels added, removed or reordered.
+    """
+    fitted, new = tuple(fitted_ch_names), tuple(new_ch_names)
+    if fitted == new:
+        return
+    added = [name for name in new if name not in fitted]
+    removed = [name for name in fitted if name not in new]
+    problems = []
+    if added:
+        problems.append(f"added {_listed(added)}")
+    if removed:
+        problems.append(f"removed {_listed(removed)}")
+    if not added and not removed:
+        moved = [f for f, n in zip(fitted, new) if f != n]
+        problems.append(f"reordered {_listed(moved)}")
+    raise ValueError(
+        f"The channels differ from those seen in fit ({len(fitted)} then, {len(new)} now): "
+        f"{'; '.join(problems)}. Pass the same channels in the same order as in fit "
+        "(epochs.reorder_channels(ch_names_) or index the rows of X), or refit.")
+
+
+def _resample(data, sfreq):
+    """(n, c, t) at ``sfreq`` Hz → (n, c, t') at 200 Hz, along the last axis (MNE FFT)."""
+    import mne
+
+    if np.isclose(sfreq, TEMPLATE_SFREQ):
+        return data
+    return mne.filter.resample(data, up=TEMPLATE_SFREQ, down=sfreq, axis=-1, verbose=False)
+
+
+def scale_trials(data, used=None):
+    """Robust-scale each trial on its own.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_trials, n_channels, n_times)
+        Any unit.
+    used : ndarray of bool, shape (n_channels,), optional
+        Channels whose values enter the statistics; the others are scaled alike.
+
+    Returns
+    -------
+    scaled : ndarray, shape (n_trials, n_channels, n_times)
+        Unitless, float64. Per trial, pooled over channels and samples: clipped to the
+        0.1th/99.9th percentiles, then ``(x - median) / (q75 - q25)``. A trial whose
+        interquartile range is 0 is divided by its standard deviation instead, and a
+        constant trial becomes zeros.
+    """
+    n_trials = data.shape[0]
+    pooled = (data if used is None else data[:, used]).reshape(n_trials, -1)
+    low, high = np.percentile(pooled, _CLIP_PERCENTILES, axis=1)
+    clipped = np.clip(data, low[:, None, None], high[:, None, None])
+    pooled = np.clip(pooled, low[:, None], high[:, None])
+    q25, median, q75 = np.percentile(pooled, (25, 50, 75), axis=1)
+    spread = q75 - q25
+    spread = np.where(spread > 0, spread, pooled.std(axis=1))
+    scale = np.divide(1.0, spread, out=np.zeros_like(spread), where=spread > 0)
+    return (clipped - median[:, None, None]) * scale[:, None, None]
+
+
+def _is_int_at_least(value, lowest):
+    """Whether ``value`` is an integer (not a bool) >= ``lowest``."""
+    return (isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+            and value >= lowest)
+
+
+def _check_window_counts(min_windows, max_windows):
+    if not _is_int_at_least(min_windows, 1):
+        raise ValueError(f"min_windows must be a positive integer, got {min_windows!r}.")
+    if max_windows is not None and not _is_int_at_least(max_windows, min_windows):
+        raise ValueError(
+            f"max_windows must be None or an integer >= min_windows={min_windows}, "
+            f"got {max_windows!r}.")
+
+
+def to_template(trials, channel_map, *, min_windows=2, max_windows=MAX_WINDOWS):
+    """Bring validated trials onto the model input: 65 sites, 200 Hz, whole windows.
+
+    Parameters
+    ----------
+    trials : EEGTrials
+        From :func:`read_trials`; ``data`` shape (n_trials, n_in, n_times).
+    channel_map : ChannelMap
+        From :func:`make_channel_map` for ``trials.ch_names``.
+    min_windows : int
+        Fewest 0.5-s windows a trial must give.
+    max_windows : int or None
+        Most windows kept (the first ones); None keeps all.
+
+    Returns
+    -------
+    X : ndarray, shape (n_trials, 65, n_windows * 100)
+        float32, unitless (robust-scaled per trial), 200 Hz, rows in
+        :data:`~leaf_sk.montage.TEMPLATE_CH_NAMES` order. Each trial's output depends
+        on that trial only.
+
+    Raises
+    ------
+    ValueError
+        If the channels disagree with ``channel_map`` or trials are too short.
+    """
+    _check_window_counts(min_windows, max_windows)
+    n_in = trials.data.shape[1]
+    if n_in != len(channel_map.ch_names):
+        raise ValueError(
+            f"The trials have {n_in} channels but the channel map was made for "
+            f"{len(channel_map.ch_names)}; make the map from the same channels "
+            "(make_channel_map(trials.ch_names)).")
+    if tuple(trials.ch_names) != tuple(channel_map.ch_names):
+        raise ValueError(
+            f"The trials' channels {_listed(trials.ch_names)} differ from those the channel map "
+            f"was made for {_listed(channel_map.ch_names)}; make the map from the same channels "
+            "(make_channel_map(trials.ch_names)).")
+    data = _resample(trials.data, trials.sfreq)
+    n_windows = data.shape[-1] // WINDOW_SAMPLES
+    if n_windows < min_windows:
+        n_times = trials.data.shape[-1]
+        raise ValueError(
+            f"Trials are too short: {n_times / trials.sfreq:.3g} s ({n_times} samples at "
+            f"{trials.sfreq:g} Hz, {data.shape[-1]} samples at {TEMPLATE_SFREQ:g} Hz) give "
+            f"{n_windows} whole 0.5-s window(s), and at least {min_windows} are needed, "
+            f"i.e. trials of at least {min_windows * WINDOW_SAMPLES / TEMPLATE_SFREQ:g} s. "
+            "Epoch longer trials (a wider tmin/tmax).")
+    if max_windows is not None:
+        n_windows = min(n_windows, max_windows)
+    scaled = scale_trials(data, channel_map.used)
+    kept = scaled[..., : n_windows * WINDOW_SAMPLES]
+    return np.matmul(channel_map.matrix, kept).astype(np.float32)
+
+
+def pad_or_crop(x, n_samples, *, rng=None):
+    """Bring every trial to ``n_samples`` samples by zero-padding or cropping.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n_trials, n_channels, n_times)
+    n_samples : int
+        Target length.
+    rng : numpy.random.Generator, optional
+        None: pad on the right and keep the first ``n_samples`` (validation). A Generator:
+        per trial, a random split of the padding between left and right, or a random
+        crop start (training).
+
+    Returns
+    -------
+    out : ndarray, shape (n_trials, n_channels, n_samples)
+        Same dtype as ``x``.
+    """
+    if not _is_int_at_least(n_samples, 1):
+        raise ValueError(f"n_samples must be a positive integer, got {n_samples!r}.")
+    if rng is not None and not isinstance(rng, np.random.Generator):
+        raise TypeError(
+            f"rng must be None or a numpy.random.Generator, got {type(rng).__name__}; "
+            "pass rng=np.random.default_rng(seed).")
+    x = np.asarray(x)
+    n_trials, n_times = x.shape[0], x.shape[-1]
+    if n_times == n_samples:
+        return x.copy()
+    out = np.zeros(x.shape[:-1] + (n_samples,), dtype=x.dtype)
+    slack = abs(n_times - n_samples)
+    offsets = np.zeros(n_trials, int) if rng is None else rng.integers(0, slack + 1, n_trials)
+    for trial, offset in enumerate(offsets):
+        if n_times < n_samples:
+            out[trial, ..., offset: offset + n_times] = x[trial]
+        else:
+            out[trial] = x[trial, ..., offset: offset + n_samples]
+    return out
+
+
+def _as_elements(X):
+    if isinstance(X, (list, tuple)):
+        if not X:
+            raise ValueError(
+                "X is an empty list; pass at least one mne.io.Raw, mne.Epochs or array.")
+        return list(X)
+    return [X]
+
+
+def _element_to_trials(element, segment_seconds, **kwargs):
+    import mne
+
+    if isinstance(element, mne.io.BaseRaw):
+        duration = element.n_times / element.info["sfreq"]
+        if duration < segment_seconds:
+            raise ValueError(
+                f"A Raw recording lasts {duration:.3g} s, shorter than segment_seconds="
+                f"{segment_seconds:g}; pass a smaller segment_seconds or drop that recording.")
+        element = mne.make_fixed_length_epochs(
+            element, duration=segment_seconds, preload=True, verbose=False)
+    return read_trials(element, **kwargs)
+
+
+def prepare_unlabelled(X, *, ch_names=None, sfreq=None, units=None, segment_seconds=4.0,
+                       n_windows=None):
+    """Turn recordings of any cap into one unlabelled model-input array (pretraining).
+
+    Parameters
+    ----------
+    X : mne.io.Raw, mne.Epochs, array-like, or a list of them
+        Raws are cut into non-overlapping ``segment_seconds`` segments. Arrays have shape
+        (n_trials, n_channels, n_times) and need ``ch_names`` and ``sfreq``.
+    ch_names, sfreq, units
+        As in :func:`read_trials`, applied to every element.
+    segment_seconds : float
+        Segment length for Raws, in seconds.
+    n_windows : int, optional
+        0.5-s windows per output trial, 1 to 20. Default: the fewest windows any element
+        gives, at most 20. Longer trials keep their first windows; shorter ones are
+        zero-padded on the right.
+
+    Returns
+    -------
+    X : ndarray, shape (n_segments, 65, n_windows * 100)
+        float32, robust-scaled per segment, 200 Hz. Each element gets its own channel map.
+    """
+    if not np.isfinite(segment_seconds) or segment_seconds <= 0:
+        raise ValueError(
+            f"segment_seconds must be a positive number of seconds, got {segment_seconds!r}.")
+    if n_windows is not None and not (_is_int_at_least(n_windows, 1) and n_windows <= MAX_WINDOWS):
+        raise ValueError(
+            f"n_windows must be None or an integer from 1 to {MAX_WINDOWS}, got {n_windows!r}.")
+    arrays = []
+    for element in _as_elements(X):
+        trials = _element_to_trials(element, segment_seconds, ch_names=ch_names,
+                                    sfreq=sfreq, units=units)
+        channel_map = make_channel_map(trials.ch_names)
+        arrays.append(to_template(trials, channel_map, min_windows=1, max_windows=None))
+    if n_windows is None:
+        n_windows = min(MAX_WINDOWS, min(a.shape[-1] for a in arrays) // WINDOW_SAMPLES)
+    n_samples = n_windows * WINDOW_SAMPLES
+    return np.concatenate([pad_or_crop(a, n_samples) for a in arrays])

@@ -1,0 +1,246 @@
+"""Private skorch pieces: the nets, the schedule, epoch seeding, loss bookkeeping, resume files."""
+
+from __future__ import annotations
+
+import logging
+import math
+import zlib
+
+import numpy as np
+import torch
+from skorch import NeuralNet
+from skorch.callbacks import Callback
+from skorch.history import History
+from torch.utils.data import Subset
+
+from ._atomic import atomic_path
+
+logger = logging.getLogger("leaf_sk")
+
+STR_COMPONENTS = ("L_S", "L_T", "zero_S", "zero_T")
+
+
+def resolve_device(device):
+    """``"auto"`` becomes ``"cuda"`` when a GPU is present, else ``"cpu"``; others pass through."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def epoch_seed(seed, epoch, prefix):
+    """A 32-bit seed that depends only on the run's seed, the epoch index and train/valid."""
+    return zlib.crc32(f"{seed}:{epoch}:{prefix}".encode())
+
+
+class SeededEpochsMixin:
+    """Run every epoch under its own seed, in a forked RNG state.
+
+    Shuffling, masks, perturbations and dropout of epoch ``e`` then depend only on
+    ``(seed, e)``: a run resumed from the checkpoint of epoch ``e - 1`` reaches the same
+    weights as an uninterrupted one, and the caller's global RNG state is left untouched.
+    """
+
+    seed = 0
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(epoch_seed(self.seed, len(self.history) - 1, prefix))
+            return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
+
+
+class ModuleComputedLoss:
+    """Criterion for modules that compute their losses in ``forward``.
+
+    Deliberately not an ``nn.Module``: Accelerate would wrap a parameter-free module in DDP,
+    which fails under several processes.
+    """
+
+    def __call__(self, y_pred, y_true=None):
+        return y_pred[0] + y_pred[1]
+
+
+class STRNet(SeededEpochsMixin, NeuralNet):
+    """skorch net for :class:`~leaf_sk.nn.STRPretrainer`; the loss is ``L_S + L_T``."""
+
+    def __init__(self, *args, seed=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seed = seed
+
+    def get_loss(self, y_pred, y_true, X=None, training=False):
+        prefix = "train" if training else "valid"
+        values = y_pred.detach().float().cpu().numpy()
+        if values.ndim == 2:  # gathered across processes: one row per process
+            values = values.mean(axis=0)
+        for name, value in zip(STR_COMPONENTS, values):
+            self.history.record_batch(f"{prefix}_{name}", float(value))
+        if y_pred.dim() == 2:
+            y_pred = y_pred.mean(dim=0)
+        return y_pred[0] + y_pred[1]
+
+
+def _make_accelerated(net_cls):
+    from skorch.hf import AccelerateMixin
+
+    class AcceleratedNet(AccelerateMixin, net_cls):
+        def evaluation_step(self, batch, training=False):
+            # The STR module returns 4 scalars per process; gather them as one row each.
+            output = NeuralNet.evaluation_step(self, batch, training=training)
+            return self.accelerator.gather_for_metrics(output.unsqueeze(0))
+
+    AcceleratedNet.__name__ = f"Accelerated{net_cls.__name__}"
+    return AcceleratedNet
+
+
+def accelerated(net_cls):
+    """``net_cls`` with skorch's ``AccelerateMixin`` (Hugging Face Accelerate) mixed in."""
+    return _make_accelerated(net_cls)
+
+
+class EveryKthSplit:
+    """Validation split: every ``k``-th sample (the release's rule), deterministic.
+
+    Parameters
+    ----------
+    k : int
+        One sample in ``k`` goes to validation; ``k = 0`` means no validation set.
+    """
+
+    def __init__(self, k=10):
+        self.k = k
+
+    def __call__(self, dataset, y=None, **fit_params):
+        n = len(dataset)
+        if not self.k or n < 2 * self.k:
+            return dataset, None
+        idx = np.arange(n)
+        is_valid = idx % self.k == self.k - 1
+        return Subset(dataset, idx[~is_valid]), Subset(dataset, idx[is_valid])
+
+
+class EpochMeans(Callback):
+    """Record the batch-size-weighted epoch mean of per-batch values (e.g. ``train_L_S``)."""
+
+    def __init__(self, names=STR_COMPONENTS):
+        self.names = names
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        for prefix in ("train", "valid"):
+            sizes = [b.get(f"{prefix}_batch_size") for b in row["batches"]]
+            for name in self.names:
+                key = f"{prefix}_{name}"
+                values = [b[key] for b in row["batches"] if key in b]
+                if values:
+                    weights = [s for s, b in zip(sizes, row["batches"]) if key in b]
+                    net.history.record(key, float(np.average(values, weights=weights)))
+
+
+class WarmupCosineLR(Callback):
+    """Per-step learning rate: linear warm-up 0 to 1, then cosine from 1 to ``final_ratio``.
+
+    The factor multiplies each parameter group's ``initial_lr``. The step count is derived
+    from the epoch index, so a resumed run continues on the same curve.
+
+    Parameters
+    ----------
+    warmup_epochs : float
+        Length of the warm-up, in epochs.
+    final_ratio : float
+        Factor reached at the last step.
+    """
+
+    def __init__(self, warmup_epochs=1.0, final_ratio=0.1):
+        self.warmup_epochs = warmup_epochs
+        self.final_ratio = final_ratio
+
+    def factor(self, step, total_steps, steps_per_epoch):
+        warmup = max(1, int(round(self.warmup_epochs * steps_per_epoch)))
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = min(1.0, (step - warmup) / max(1, total_steps - warmup))
+        return self.final_ratio + (1 - self.final_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def on_train_begin(self, net, **kwargs):
+        for group in net.optimizer_.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+
+    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
+        world = getattr(getattr(net, "accelerator", None), "num_processes", 1)
+        self.steps_per_epoch_ = max(1, math.ceil(len(dataset_train) / (net.batch_size * world)))
+        self.total_steps_ = self.steps_per_epoch_ * max(net.max_epochs, len(net.history))
+        self.step_ = (len(net.history) - 1) * self.steps_per_epoch_
+
+    def on_batch_begin(self, net, training=False, **kwargs):
+        if not training:
+            return
+        f = self.factor(self.step_, self.total_steps_, self.steps_per_epoch_)
+        for group in net.optimizer_.param_groups:
+            group["lr"] = group["initial_lr"] * f
+        self.step_ += 1
+
+    def on_epoch_end(self, net, **kwargs):
+        net.history.record("lr", net.optimizer_.param_groups[-1]["lr"])
+
+
+def _unwrapped_module(net):
+    module = net.module_
+    accelerator = getattr(net, "accelerator", None)
+    if accelerator is not None:
+        module = accelerator.unwrap_model(module)
+    return getattr(module, "module", module) if isinstance(
+        module, torch.nn.parallel.DistributedDataParallel) else module
+
+
+class ResumeCheckpoint(Callback):
+    """After every epoch, write module, optimizer and history to one file, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        The resume file (a PyTorch file of tensors and plain values, read with
+        ``weights_only=True``).
+    """
+
+    def __init__(self, path):
+        self.path = path
+
+    def on_epoch_end(self, net, **kwargs):
+        accelerator = getattr(net, "accelerator", None)
+        if accelerator is not None:
+            accelerator.wait_for_everyone()
+            if not accelerator.is_main_process:
+                return
+        state = {
+            "module": _unwrapped_module(net).state_dict(),
+            "optimizer": net.optimizer_.state_dict(),
+            "history": net.history.to_list(),
+        }
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+
+def load_resume_state(net, path):
+    """Restore a net (initialized) from a :class:`ResumeCheckpoint` file; returns epochs done."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    _unwrapped_module(net).load_state_dict(state["module"])
+    net.optimizer_.load_state_dict(state["optimizer"])
+    net.history_ = History(state["history"])
+    return len(state["history"])
+
+
+class LogEpoch(Callback):
+    """Log one line per epoch to the ``leaf_sk`` logger and, with ``verbose``, a tqdm bar line."""
+
+    def __init__(self, keys):
+        self.keys = keys
+
+    def on_epoch_end(self, net, **kwargs):
+        row = net.history[-1]
+        parts = [f"epoch {row['epoch']}"] + [f"{k} {row[k]:.4f}" for k in self.keys if k in row]
+        line = "  ".join(parts)
+        logger.info(line)
+        if net.verbose:
+            from tqdm.auto import tqdm
+
+            tqdm.write(line)

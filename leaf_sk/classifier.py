@@ -1,0 +1,370 @@
+"""LeafInstructionClassifier: EEG decoding by matching LEAF embeddings to label texts."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from . import _net
+from ._base import (LeafInputMixin, _fit_context, build_model, check_torch_device,
+                    predict_in_batches, torch_seed)
+from .instructions import default_label_text, instruction_vector, label_prototypes
+from .nn import SIZES
+from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
+
+
+class AlignmentModule(torch.nn.Module):
+    """LEAF model plus fixed prototypes: EEG to scaled cosine similarities with each label text.
+
+    Parameters
+    ----------
+    model : LeafModel
+    prototypes : Tensor, shape (n_classes, d_text)
+        Unit label-text embeddings.
+    instruction : Tensor, shape (d_text,)
+        Unit instruction embedding.
+    logit_scale : float
+    freeze : {"none", "encoder", "tokenizer"}
+        Frozen parts stay in eval mode and get no gradient.
+    """
+
+    def __init__(self, model, prototypes, instruction, logit_scale=1.0, freeze="none"):
+        super().__init__()
+        self.model = model
+        self.register_buffer("prototypes", prototypes)
+        self.register_buffer("instruction", instruction)
+        self.logit_scale = logit_scale
+        self.freeze = freeze
+        for param in self._frozen().parameters():
+            param.requires_grad_(False)
+
+    def _frozen(self):
+        if self.freeze == "encoder":
+            return self.model.tower
+        if self.freeze == "tokenizer":
+            return self.model.tower.tokenizer
+        return torch.nn.Identity()
+
+    def train(self, mode=True):
+        super().train(mode)
+        self._frozen().eval()
+        return self
+
+    def similarities(self, x):
+        """Cosine similarities, shape (batch, n_classes)."""
+        return self.model(x, self.instruction) @ self.prototypes.T
+
+    def forward(self, x):
+        """Logits ``logit_scale * cos``, shape (batch, n_classes)."""
+        return self.logit_scale * self.similarities(x)
+
+
+class AlignmentNet(_net.SeededEpochsMixin, _net.NeuralNet):
+    """skorch net for instruction tuning: cross-entropy over cosine logits."""
+
+    def __init__(self, *args, seed=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seed = seed
+
+
+class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
+    """Decode EEG by matching LEAF embeddings to sentence embeddings of the label texts.
+
+    Each class is words (``label_texts``), embedded by a frozen sentence encoder into a
+    prototype. The Instruction-conditioned Q-Former embeds a trial, conditioned on the task
+    ``instruction``, into the same space; the class is the prototype of highest cosine
+    similarity. ``fit`` trains the Q-Former (and, unless frozen, the Tower) with cross-entropy
+    over these similarities through skorch; ``max_epochs=0`` decodes from the label texts alone
+    (zero-shot, direct inference).
+
+    Parameters
+    ----------
+    checkpoint : str or None
+        A packaged checkpoint name, a leaf-sk ``.safetensors`` path, a LEAF release file, or
+        None for random weights of ``size``.
+    size : {"small", "base", "tiny"}
+        Network size when ``checkpoint`` is None.
+    ch_names : list of str or None
+        Channel names; required for arrays, read from ``info`` for ``mne.Epochs``.
+    sfreq : float or None
+        Sampling rate in Hz; required for arrays.
+    units : {"uV", "V", "mV"} or None
+        None means microvolts for arrays (MOABB's) and volts for ``mne.Epochs``.
+    instruction : str or None
+        The task in words, e.g. ``"motor imagery: left or right hand"``.
+    instruction_level : {0, 1, 2}
+        0: the placeholder instruction "None"; 1: ``instruction``; 2: ``instruction`` blended
+        with the mean embedding of all candidate label texts (the paper's levels).
+    label_texts : dict or None
+        Maps each value of ``y`` to its words, e.g. ``{1: "left hand", 2: "right hand"}``.
+        Default: the packaged text for common MOABB event names (``"left_hand"`` to "Left"),
+        else ``str(label)``.
+    text_encoder : str
+        Sentence encoder name or path (default all-MiniLM-L6-v2), or ``"hashing"``.
+    max_epochs : int
+        Training epochs; 0 is direct inference from the label texts (zero-shot).
+    lr : float
+        Peak learning rate of everything but the tokenizer (AdamW).
+    lr_tokenizer : float
+        Peak learning rate of the tokenizer.
+    weight_decay : float
+        AdamW weight decay.
+    warmup_epochs : float
+        Linear warm-up length before the cosine decay, epochs.
+    batch_size : int
+        Trials per step.
+    freeze : {"none", "encoder", "tokenizer"}
+        Parts of the network kept fixed during training.
+    logit_scale : float
+        Multiplies the cosine similarities before the softmax (1 in the release).
+    callbacks : list or None
+        Extra skorch callbacks, e.g. ``[EarlyStopping()]``.
+    train_split : callable or None
+        skorch validation split (e.g. ``skorch.dataset.ValidSplit(5)``); None trains on all.
+    device : str
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda[:i]"``.
+    verbose : int
+        0 silent, 1 one line per epoch.
+    random_state : int, RandomState instance or None
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, as in ``y``.
+    label_texts_ : list of str
+        The words of each class.
+    prototypes_ : ndarray of shape (n_classes, d_text)
+        Unit sentence embeddings of ``label_texts_``.
+    instruction_vector_ : ndarray of shape (d_text,)
+    module_ : AlignmentModule
+        The network with its prototypes.
+    net_ : skorch.NeuralNet or None
+        The net that trained it (None with ``max_epochs=0``).
+    history_ : list of dict
+        Per-epoch training record.
+    channel_map_, ch_names_, sfreq_, n_features_in_
+        As in :class:`LeafEncoder`.
+    """
+
+    _parameter_constraints = {
+        "checkpoint": [str, os.PathLike, None],
+        "size": [StrOptions(set(SIZES))],
+        "ch_names": [list, tuple, None],
+        "sfreq": [Interval(Real, 0, None, closed="neither"), None],
+        "units": [StrOptions({"uV", "µV", "V", "mV"}), None],
+        "instruction": [str, None],
+        "instruction_level": [Interval(Integral, 0, 2, closed="both")],
+        "label_texts": [dict, None],
+        "text_encoder": [str],
+        "max_epochs": [Interval(Integral, 0, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr_tokenizer": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "warmup_epochs": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "freeze": [StrOptions({"none", "encoder", "tokenizer"})],
+        "logit_scale": [Interval(Real, 0, None, closed="neither")],
+        "callbacks": [list, None],
+        "train_split": [callable, None],
+        "device": [str],
+        "verbose": [Interval(Integral, 0, None, closed="left")],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, checkpoint=None, *, size="small", ch_names=None, sfreq=None, units=None,
+                 instruction=None, instruction_level=2, label_texts=None,
+                 text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=20, lr=2e-4, lr_tokenizer=1e-3,
+                 weight_decay=1e-3, warmup_epochs=1.0, batch_size=32, freeze="none",
+                 logit_scale=1.0, callbacks=None, train_split=None, device="auto", verbose=0,
+                 random_state=None):
+        self.checkpoint = checkpoint
+        self.size = size
+        self.ch_names = ch_names
+        self.sfreq = sfreq
+        self.units = units
+        self.instruction = instruction
+        self.instruction_level = instruction_level
+        self.label_texts = label_texts
+        self.text_encoder = text_encoder
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.lr_tokenizer = lr_tokenizer
+        self.weight_decay = weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.batch_size = batch_size
+        self.freeze = freeze
+        self.logit_scale = logit_scale
+        self.callbacks = callbacks
+        self.train_split = train_split
+        self.device = device
+        self.verbose = verbose
+        self.random_state = random_state
+
+    def _texts_for(self, labels):
+        if self.label_texts is None:
+            return [default_label_text(label) for label in labels]
+        texts = {_plain(k): v for k, v in self.label_texts.items()}
+        missing = [label for label in labels if _plain(label) not in texts]
+        if missing:
+            raise ValueError(
+                f"label(s) {[_plain(m) for m in missing]} have no text in label_texts (keys "
+                f"{list(self.label_texts)}); add an entry per class, e.g. label_texts="
+                f"{{{', '.join(f'{_plain(m)!r}: ...' for m in missing[:2])}}}.")
+        for label in labels:
+            if not isinstance(texts[_plain(label)], str) or not texts[_plain(label)].strip():
+                raise TypeError(f"label_texts[{_plain(label)!r}] must be non-empty words, got "
+                                f"{texts[_plain(label)]!r}.")
+        return [texts[_plain(label)] for label in labels]
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Embed the label texts, then train the network to match trials to them.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_trials, n_channels, n_times) or mne.Epochs
+            EEG trials of at least 1 s.
+        y : array-like of shape (n_trials,) or None
+            Labels (strings or integers). None is allowed with ``max_epochs=0`` and
+            ``label_texts``: the classes are then the keys of ``label_texts``.
+
+        Returns
+        -------
+        self
+        """
+        data = self._template_data(X, fit=True)
+        if y is None:
+            if self.max_epochs or self.label_texts is None:
+                raise ValueError(
+                    "y is None: training needs labels. Pass y, or use max_epochs=0 with label_texts "
+                    "for zero-shot decoding.")
+            self.classes_ = np.asarray(sorted(self.label_texts, key=str))
+        else:
+            y = column_or_1d(y, warn=True)
+            if len(y) != len(data):
+                raise ValueError(f"X has {len(data)} trials but y has {len(y)} labels; pass one label per trial.")
+            check_classification_targets(y)
+            self.classes_ = np.unique(y)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"y has one class ({self.classes_.tolist()}); a classifier needs at least two. "
+                "Pass trials of two or more classes.")
+        self.label_texts_ = self._texts_for(self.classes_)
+        if self.max_epochs == 0 and self.label_texts is None and np.issubdtype(self.classes_.dtype, np.number):
+            warnings.warn(
+                "Zero-shot decoding (max_epochs=0) with numeric labels compares EEG with the texts "
+                f"{self.label_texts_}, which carry no meaning; pass label_texts, e.g. "
+                "{1: 'left hand', 2: 'right hand'}.", UserWarning, stacklevel=2)
+        encoder = get_text_encoder(self.text_encoder)
+        self.prototypes_ = label_prototypes(encoder, self.label_texts_)
+        self.instruction_vector_ = instruction_vector(
+            encoder, self.instruction, int(self.instruction_level), self.label_texts_)
+        self.device_ = check_torch_device(self.device)
+        seed = torch_seed(self.random_state)
+        model, _ = build_model(self.checkpoint, self.size, encoder.dim, seed)
+        module = AlignmentModule(model, torch.from_numpy(self.prototypes_),
+                                 torch.from_numpy(self.instruction_vector_), self.logit_scale, self.freeze)
+        self.net_ = None
+        self.history_ = []
+        if self.max_epochs:
+            targets = np.searchsorted(self.classes_, y).astype(np.int64)
+            self.net_ = self._make_net(module, seed)
+            self.net_.fit(data, targets)
+            self.history_ = [{k: v for k, v in row.items() if k != "batches"}
+                             for row in self.net_.history.to_list()]
+        self.module_ = module.to(self.device_).eval()
+        return self
+
+    def _make_net(self, module, seed):
+        callbacks = [("lr_schedule", _net.WarmupCosineLR(self.warmup_epochs, 0.1)),
+                     ("log", _net.LogEpoch(["train_loss", "valid_loss", "valid_acc"]))]
+        callbacks += list(self.callbacks or [])
+        return AlignmentNet(
+            module,
+            criterion=torch.nn.CrossEntropyLoss,
+            optimizer=torch.optim.AdamW,
+            lr=self.lr,
+            optimizer__weight_decay=self.weight_decay,
+            optimizer__param_groups=[("model.tower.tokenizer.*", {"lr": self.lr_tokenizer})],
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            iterator_train__shuffle=True,
+            train_split=self.train_split,
+            callbacks=callbacks,
+            callbacks__print_log__sink=_net.logger.debug,
+            device=self.device_,
+            verbose=self.verbose,
+            seed=seed,
+        )
+
+    def decision_function(self, X):
+        """Cosine similarity of each trial's embedding with each label text.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_trials, n_channels, n_times) or mne.Epochs
+
+        Returns
+        -------
+        ndarray of shape (n_trials, n_classes), or (n_trials,) for two classes
+            For two classes, ``cos(class 1) - cos(class 0)`` (positive means ``classes_[1]``),
+            as scikit-learn's binary convention asks.
+        """
+        scores = self._similarities(X)
+        return scores[:, 1] - scores[:, 0] if len(self.classes_) == 2 else scores
+
+    def _similarities(self, X):
+        check_is_fitted(self, "module_")
+        data = self._template_data(X, fit=False)
+        return predict_in_batches(self.module_.similarities, data, self.batch_size, self.device_)
+
+    def predict_proba(self, X):
+        """Softmax of ``logit_scale`` times the cosine similarities.
+
+        Returns
+        -------
+        ndarray of shape (n_trials, n_classes), rows sum to 1.
+        """
+        logits = self.logit_scale * self._similarities(X).astype(np.float64)
+        logits -= logits.max(axis=1, keepdims=True)
+        proba = np.exp(logits)
+        return proba / proba.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """Label of the most similar label text.
+
+        Returns
+        -------
+        ndarray of shape (n_trials,), values of ``classes_``.
+        """
+        return self.classes_[np.argmax(self._similarities(X), axis=1)]
+
+    def score(self, X, y, sample_weight=None):
+        """Accuracy; labels of ``y`` that were not among the classes in ``fit`` are an error."""
+        check_is_fitted(self, "classes_")
+        unknown = sorted({_plain(v) for v in np.asarray(y).ravel()} - {_plain(c) for c in self.classes_},
+                         key=str)
+        if unknown:
+            raise ValueError(
+                f"y holds label(s) {unknown} that have no text: the classifier knows {self.classes_.tolist()}. "
+                "Refit with those labels (and their label_texts) to score them.")
+        return super().score(X, y, sample_weight=sample_weight)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.classifier_tags.poor_score = True
+        return tags
+
+
+def _plain(value):
+    """numpy scalars to Python ones, so that 1, np.int64(1) and 1.0 key the same text."""
+    return value.item() if isinstance(value, np.generic) else value

@@ -1,0 +1,186 @@
+"""LeafEncoder: LEAF embeddings of EEG trials as a scikit-learn transformer."""
+
+from __future__ import annotations
+
+import os
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._base import (LeafInputMixin, _fit_context, build_model, check_torch_device,
+                    predict_in_batches, torch_seed)
+from .instructions import instruction_vector
+from .nn import SIZES
+from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
+
+
+class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
+    """Embed EEG trials with a (pretrained) LEAF network.
+
+    ``fit`` only validates the input and computes the channel matrix (mapping onto the
+    65-electrode template and spherical-spline interpolation of the missing sites); the
+    network is frozen. ``transform`` returns one feature vector per trial: the pooled Tower
+    tokens, or, with an ``instruction``, the Q-Former's instruction-conditioned embedding.
+
+    Parameters
+    ----------
+    checkpoint : str or None
+        A packaged checkpoint name, the path of a leaf-sk ``.safetensors`` file or of a LEAF
+        release file, or None for random weights of ``size``.
+    size : {"small", "base", "tiny"}
+        Network size when ``checkpoint`` is None.
+    ch_names : list of str or None
+        Channel names, one per row of each trial; required for arrays, read from ``info``
+        for ``mne.Epochs``.
+    sfreq : float or None
+        Sampling rate in Hz; required for arrays.
+    units : {"uV", "V", "mV"} or None
+        Units of ``X``. None means microvolts for arrays (what MOABB returns) and volts for
+        ``mne.Epochs``. Each trial is scaled on its own, so units matter only for clipping.
+    instruction : str or None
+        Task in words (e.g. ``"motor imagery: left or right hand"``). When given, features are
+        the Q-Former output conditioned on it, shape ``(n, d_text)``; otherwise pooled tokens.
+    instruction_level : {0, 1, 2}
+        0: the placeholder instruction; 1: ``instruction``; 2: ``instruction`` blended with the
+        mean of ``label_texts`` (needs ``label_texts``).
+    label_texts : list of str or None
+        Candidate label texts for ``instruction_level=2``.
+    pooling : {"mean", "mean+std"}
+        How the 2N Tower tokens become one vector when no instruction is given.
+    text_encoder : str
+        Sentence encoder name or path (default all-MiniLM-L6-v2, offline when the ``offline``
+        extra is installed), or ``"hashing"`` for a tiny deterministic stand-in.
+    batch_size : int
+        Trials per forward pass.
+    device : str
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda[:i]"``.
+    random_state : int, RandomState instance or None
+        Seeds random weights when ``checkpoint`` is None.
+
+    Attributes
+    ----------
+    model_ : LeafModel
+        The frozen network, in eval mode.
+    channel_map_ : ChannelMap
+        Input channels to template matrix, shape (65, n_channels).
+    ch_names_ : list of str
+    sfreq_ : float
+    n_features_in_ : int
+        Number of input channels (columns, for flattened 2-D input).
+    n_features_out_ : int
+        Length of each output vector.
+    instruction_vector_ : ndarray of shape (d_text,) or None
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> clf = make_pipeline(LeafEncoder(ch_names=["C3", "Cz", "C4"], sfreq=250.0),
+    ...                     LogisticRegression())  # doctest: +SKIP
+    """
+
+    _parameter_constraints = {
+        "checkpoint": [str, os.PathLike, None],
+        "size": [StrOptions(set(SIZES))],
+        "ch_names": [list, tuple, None],
+        "sfreq": [Interval(Real, 0, None, closed="neither"), None],
+        "units": [StrOptions({"uV", "µV", "V", "mV"}), None],
+        "instruction": [str, None],
+        "instruction_level": [Interval(Integral, 0, 2, closed="both")],
+        "label_texts": [list, tuple, None],
+        "pooling": [StrOptions({"mean", "mean+std"})],
+        "text_encoder": [str],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str],
+        "random_state": ["random_state"],
+    }
+
+    def __init__(self, checkpoint=None, *, size="small", ch_names=None, sfreq=None, units=None,
+                 instruction=None, instruction_level=1, label_texts=None, pooling="mean",
+                 text_encoder=DEFAULT_TEXT_ENCODER, batch_size=64, device="auto", random_state=None):
+        self.checkpoint = checkpoint
+        self.size = size
+        self.ch_names = ch_names
+        self.sfreq = sfreq
+        self.units = units
+        self.instruction = instruction
+        self.instruction_level = instruction_level
+        self.label_texts = label_texts
+        self.pooling = pooling
+        self.text_encoder = text_encoder
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Validate ``X``, compute the channel matrix and load the network.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_trials, n_channels, n_times) or mne.Epochs
+            EEG trials of at least 1 s.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self
+        """
+        self._template_data(X, fit=True)
+        self.device_ = check_torch_device(self.device)
+        if self.instruction is not None:
+            encoder = get_text_encoder(self.text_encoder)
+            d_text = encoder.dim
+            self.instruction_vector_ = instruction_vector(
+                encoder, self.instruction, int(self.instruction_level), self.label_texts)
+        else:
+            d_text = None
+            self.instruction_vector_ = None
+        model, _ = build_model(self.checkpoint, self.size, d_text or 384, torch_seed(self.random_state))
+        self.model_ = model.to(self.device_).eval()
+        if self.instruction_vector_ is not None:
+            self.n_features_out_ = model.config.d_text
+        else:
+            self.n_features_out_ = model.config.d_model * (2 if self.pooling == "mean+std" else 1)
+        return self
+
+    def _embed(self, batch):
+        if self.instruction_vector_ is not None:
+            instruction = torch.as_tensor(self.instruction_vector_, device=batch.device)
+            return self.model_(batch, instruction)
+        tokens = self.model_.tower(batch)
+        if self.pooling == "mean+std":
+            return torch.cat([tokens.mean(dim=1), tokens.std(dim=1)], dim=1)
+        return tokens.mean(dim=1)
+
+    def transform(self, X):
+        """Embed trials, batch by batch, in eval mode without gradients.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_trials, n_channels, n_times) or mne.Epochs
+            Same channels as in ``fit``.
+
+        Returns
+        -------
+        ndarray of shape (n_trials, n_features_out_), float32
+        """
+        check_is_fitted(self, "model_")
+        data = self._template_data(X, fit=False)
+        return predict_in_batches(self._embed, data, self.batch_size, self.device_)
+
+    def get_feature_names_out(self, input_features=None):
+        """``leafencoder0``, ``leafencoder1``, ..."""
+        check_is_fitted(self, "n_features_out_")
+        return np.asarray([f"leafencoder{i}" for i in range(self.n_features_out_)], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        tags.requires_fit = True
+        return tags
