@@ -54,13 +54,12 @@ class STRPretrainer(nn.Module):
         if n_windows < 2:
             raise ValueError(f"STR pretraining needs at least 2 windows per trial, got {n_windows}.")
         x = x[..., : n_windows * cfg.window_samples]
-        if self.training:
-            f_low = int(torch.randint(1, self.max_band_start + 1, ()).item())
-            with torch.no_grad():
-                perturbed = remove_band(x, f_low, self.band_width, self.sfreq)
-            token_mask = draw_token_mask(x.shape[:1] + (n_windows,), cfg.mask_prob, device=x.device)
-        else:
-            perturbed, token_mask = x, None
+        # The objective is defined on corrupted input, in training and in evaluation alike
+        # (evaluation differs only by dropout and by its seed).
+        f_low = int(torch.randint(1, self.max_band_start + 1, ()).item())
+        with torch.no_grad():
+            perturbed = remove_band(x, f_low, self.band_width, self.sfreq)
+        token_mask = draw_token_mask(x.shape[:1] + (n_windows,), cfg.mask_prob, device=x.device)
         tower = self.tower
         tokens = tower.tokenizer(perturbed)
         recon_s = tower.reconstruct(tower.contextual(tokens, token_mask), "mask")

@@ -1,0 +1,163 @@
+"""LEAF pipelines beside Riemannian baselines in the same MOABB evaluations, on real EEG.
+
+Follows ../shared/docs/EVALUATION.md: Kalunga2016 subjects 1-8 and PhysioNet 1-3, 5-14 are
+the training side (also the pretraining data of the packaged checkpoint); scores are only
+reported for subjects no training stage saw (Kalunga 9-11, PhysioNet 15-18, 42).
+
+- within-session: MOABB's 5-fold CV inside each session of each test subject;
+- cross-subject: one split, train on the training subjects, test on each test subject
+  (``cv_class=PredefinedSplit``).
+
+Run from the repository root (``MNE_DATA`` must point at the recordings)::
+
+    MNE_DATA=../shared/data/mne_data MOABB_DOWNLOAD_PROVIDER=upstream HF_HUB_OFFLINE=1 \
+        .venv/bin/python benchmarks/moabb_eval.py --dataset kalunga --out benchmarks/results
+
+Writes ``<out>/<dataset>_scores.csv`` and prints a table of mean and spread per pipeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pyriemann.classification import MDM
+from pyriemann.estimation import Covariances
+from pyriemann.tangentspace import TangentSpace
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import PredefinedSplit
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer, StandardScaler
+
+from leaf_sk import LeafEncoder, LeafInstructionClassifier
+
+SPLITS = {
+    "kalunga": dict(train=list(range(1, 9)), test=[9, 10, 11]),
+    "physionet": dict(train=[1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14], test=[15, 16, 17, 18, 42]),
+}
+FRONTAL = ["Fp1", "Fp2", "AF7", "AF8", "F7", "F8", "FT7", "FT8"]
+
+
+def dataset_and_paradigm(name):
+    from moabb.datasets import Kalunga2016, PhysionetMI
+    from moabb.paradigms import SSVEP, LeftRightImagery
+
+    subjects = SPLITS[name]["train"] + SPLITS[name]["test"]
+    if name == "kalunga":
+        return Kalunga2016(subjects=subjects), SSVEP(n_classes=4)
+    dataset = PhysionetMI(imagined=True, subjects=subjects)
+    dataset.feet_runs = []
+    return dataset, LeftRightImagery()
+
+
+def channel_info(dataset, paradigm, subject):
+    epochs, _, _ = paradigm.get_data(dataset, [subject], return_epochs=True)
+    return list(epochs.ch_names), float(epochs.info["sfreq"])
+
+
+def label_texts(name, paradigm, dataset):
+    # MOABB label-encodes y (sorted event names) for array input.
+    events = sorted(paradigm.used_events(dataset))
+    words = {"13": "13 Hz flicker", "17": "17 Hz flicker", "21": "21 Hz flicker", "rest": "Resting",
+             "left_hand": "Left hand", "right_hand": "Right hand"}
+    return {i: words.get(e, e) for i, e in enumerate(events)}
+
+
+def frontal_control(ch_names, sfreq):
+    """EVALUATION.md's eye-movement control: 8 frontal channels, 0.5-s means, logistic regression."""
+    idx = [ch_names.index(c) for c in FRONTAL if c in ch_names]
+    step = int(round(sfreq / 2))
+
+    def windows(X):
+        X = X[:, idx, : (X.shape[2] // step) * step]
+        return X.reshape(len(X), len(idx), -1, step).mean(-1).reshape(len(X), -1)
+
+    return make_pipeline(FunctionTransformer(windows), StandardScaler(), LogisticRegression(max_iter=1000))
+
+
+def pipelines(name, ch_names, sfreq, checkpoint, texts, epochs_tuned):
+    common = dict(ch_names=ch_names, sfreq=sfreq, device="cpu")
+    instruction = {"kalunga": "which flicker frequency was attended",
+                   "physionet": "which imagined movement is this"}[name]
+    pipes = {
+        "TS+LR": make_pipeline(Covariances("oas"), TangentSpace(), LogisticRegression(max_iter=1000)),
+        "MDM": make_pipeline(Covariances("oas"), MDM()),
+    }
+    if name == "physionet":
+        from mne.decoding import CSP
+
+        pipes["CSP+LDA"] = make_pipeline(CSP(n_components=8), LinearDiscriminantAnalysis())
+        pipes["frontal control"] = frontal_control(ch_names, sfreq)
+    pipes["LEAF random+LR"] = make_pipeline(
+        LeafEncoder(None, size="small", pooling="mean+std", random_state=0, **common),
+        StandardScaler(), LogisticRegression(max_iter=1000))
+    if checkpoint:
+        pipes["LEAF pretrained+LR"] = make_pipeline(
+            LeafEncoder(checkpoint, pooling="mean+std", **common),
+            StandardScaler(), LogisticRegression(max_iter=1000))
+        pipes["LEAF IQF (pretrained, tuned)"] = LeafInstructionClassifier(
+            checkpoint, instruction=instruction, instruction_level=2, label_texts=texts,
+            max_epochs=epochs_tuned, batch_size=32, random_state=0, **common)
+    return pipes
+
+
+def run(name, kinds, checkpoint, out, epochs_tuned):
+    from moabb.evaluations import CrossSubjectEvaluation, WithinSessionEvaluation
+
+    dataset, paradigm = dataset_and_paradigm(name)
+    split = SPLITS[name]
+    ch_names, sfreq = channel_info(dataset, paradigm, split["test"][0])
+    pipes = pipelines(name, ch_names, sfreq, checkpoint, label_texts(name, paradigm, dataset), epochs_tuned)
+    frames = []
+    with tempfile.TemporaryDirectory() as hdf5:
+        if "within" in kinds:
+            test_only = type(dataset)(subjects=split["test"]) if name == "kalunga" else dataset
+            if name == "physionet":
+                test_only.subject_list = split["test"]
+            evaluation = WithinSessionEvaluation(paradigm=paradigm, datasets=[test_only], overwrite=True,
+                                                 hdf5_path=hdf5, random_state=0)
+            t = time.time()
+            frames.append(evaluation.process(pipes).assign(evaluation="within-session"))
+            print(f"within-session done in {time.time() - t:.0f} s", file=sys.stderr)
+        if "cross" in kinds:
+            test = set(split["test"])
+            evaluation = CrossSubjectEvaluation(
+                paradigm=paradigm, datasets=[dataset], overwrite=True, hdf5_path=hdf5, random_state=0,
+                cv_class=PredefinedSplit,
+                cv_kwargs={"test_fold": lambda meta: np.where(meta.subject.isin(test), 0, -1)})
+            t = time.time()
+            frames.append(evaluation.process(pipes).assign(evaluation="cross-subject"))
+            print(f"cross-subject done in {time.time() - t:.0f} s", file=sys.stderr)
+    scores = pd.concat(frames, ignore_index=True)
+    scores = scores[scores.subject.astype(int).isin(split["test"])]
+    out.mkdir(parents=True, exist_ok=True)
+    scores.to_csv(out / f"{name}_scores.csv", index=False)
+    table = (scores.groupby(["evaluation", "pipeline"]).score
+             .agg(["mean", "std", "min", "max", "count"]).round(3))
+    print(f"\n{name}: test subjects {split['test']}, metric {paradigm.scoring}")
+    print(table.to_string())
+    return scores
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", choices=sorted(SPLITS), default="kalunga")
+    parser.add_argument("--evaluations", default="within,cross")
+    parser.add_argument("--checkpoint", default=None, help="LEAF checkpoint (packaged name or path)")
+    parser.add_argument("--epochs-tuned", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    run(args.dataset, args.evaluations.split(","), args.checkpoint, args.out, args.epochs_tuned)
+
+
+if __name__ == "__main__":
+    main()
