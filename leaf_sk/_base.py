@@ -7,7 +7,8 @@ import torch
 from sklearn.base import _fit_context  # noqa: F401  (sklearn's private helper, imported in one place)
 from sklearn.utils.validation import check_is_fitted
 
-from ._input import check_same_channels, make_channel_map, read_trials, to_template
+from ._input import (_listed, as_numeric_array, check_same_channels, make_channel_map,
+                     read_trials, to_template)
 from .checkpoint import load_checkpoint
 from .nn import LeafConfig, LeafModel
 
@@ -59,6 +60,8 @@ class LeafInputMixin:
         if not fit:
             check_is_fitted(self, "channel_map_")
         X, n_flat_features = self._unflatten(X)
+        if not fit and isinstance(X, np.ndarray) and X.ndim == 3:
+            self._check_n_features(n_flat_features or X.shape[1], flat=n_flat_features is not None)
         trials = read_trials(X, ch_names=self.ch_names, sfreq=self.sfreq, units=self.units)
         n_features = n_flat_features or len(trials.ch_names)
         if fit:
@@ -68,18 +71,41 @@ class LeafInputMixin:
             self.n_features_in_ = n_features
         else:
             check_same_channels(self.ch_names_, trials.ch_names)
-            if n_features != self.n_features_in_:
-                raise ValueError(
-                    f"X has {n_features} features, but {type(self).__name__} was fitted with "
-                    f"{self.n_features_in_}; pass data with the channels (and, for flattened 2-D "
-                    "input, the trial length) used in fit.")
+            self._check_n_features(n_features, flat=n_flat_features is not None)
         return to_template(trials, self.channel_map_)
 
+    def _check_n_features(self, n_features, *, flat):
+        if n_features == self.n_features_in_:
+            return
+        if flat:
+            raise ValueError(
+                f"X has {n_features} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input (flattened trials of "
+                f"{len(self.ch_names_)} channel(s) as in fit); pass trials of the channels and "
+                "length used in fit, or refit.")
+        raise ValueError(
+            f"X has {n_features} channels, but {type(self).__name__} is expecting "
+            f"{self.n_features_in_} channels as input (those seen in fit: "
+            f"{_listed(self.ch_names_)}); pass the same channels in the same order, or refit.")
+
     def _unflatten(self, X):
-        """Undo a channel-major flattening of 2-D input; returns ``(X, n_columns or None)``."""
-        if not isinstance(X, np.ndarray) or X.ndim != 2 or self.ch_names is None:
+        """Read array-likes as arrays and undo a channel-major flattening of 2-D input.
+
+        Returns ``(X, n_columns)``; ``n_columns`` is None unless ``X`` was flattened.
+        """
+        import mne
+
+        if isinstance(X, (mne.BaseEpochs, mne.io.BaseRaw)):
+            return X, None
+        X = as_numeric_array(X)
+        if X.ndim != 2 or self.ch_names is None:
             return X, None
         n_channels = len(self.ch_names)
+        if X.shape[1] == 0:
+            raise ValueError(
+                f"2-D X has 0 feature(s) (shape={X.shape}) while a minimum of {n_channels} is "
+                "required; pass trials of shape (n_trials, n_channels, n_times), or flattened "
+                "with X.reshape(len(X), -1).")
         if X.shape[1] % n_channels:
             raise ValueError(
                 f"2-D X has {X.shape[1]} columns, not a multiple of the {n_channels} channels in "

@@ -163,20 +163,52 @@ def _epochs_to_array(epochs, ch_names, sfreq):
     return epochs.get_data(picks=picks), info_names, info_sfreq
 
 
-def _check_array(X):
+def as_numeric_array(X):
+    """Read array-like ``X`` as a real numeric ndarray, any number of dimensions.
+
+    Object arrays of numbers become float64. Sparse matrices, complex values, strings
+    and ragged lists of trials are refused with a message that says what to pass.
+    """
+    from scipy import sparse
+
+    if sparse.issparse(X):
+        raise TypeError(
+            f"X is a sparse {type(X).__name__}, but EEG trials must be dense; pass "
+            "X.toarray() reshaped to (n_trials, n_channels, n_times), or mne.Epochs.")
     try:
         data = np.asarray(X)
     except (ValueError, TypeError) as exc:
         raise TypeError(
             f"X could not be read as an array ({exc}); pass a numeric array of shape "
             "(n_trials, n_channels, n_times) with trials of equal length, or mne.Epochs.") from exc
+    if data.dtype.kind == "c":
+        raise TypeError(
+            f"Complex data not supported: X must hold real numbers, got dtype {data.dtype}; "
+            "pass the real-valued signal (e.g. X.real), or mne.Epochs.")
+    if data.dtype.kind == "O":
+        try:
+            data = data.astype(np.float64)
+        except (ValueError, TypeError) as exc:
+            raise TypeError(
+                f"X holds values that are not numbers ({exc}); pass a float array of shape "
+                "(n_trials, n_channels, n_times) (ragged lists of trials become object arrays: "
+                "crop trials to one length first), or mne.Epochs.") from exc
     if data.dtype.kind not in "iuf":
         raise TypeError(
             f"X must hold real numbers, got dtype {data.dtype}; pass a float array of shape "
-            "(n_trials, n_channels, n_times) (ragged lists of trials become object arrays: crop "
-            "trials to one length first), or mne.Epochs.")
+            "(n_trials, n_channels, n_times), or mne.Epochs.")
+    return data
+
+
+def _check_array(X):
+    data = as_numeric_array(X)
     if data.ndim != 3:
-        hint = " For a single trial use X[np.newaxis]." if data.ndim == 2 else ""
+        if data.ndim == 2:
+            hint = (" For a single trial use X[np.newaxis]; the estimators also take trials "
+                    "flattened with X.reshape(len(X), -1) when ch_names is set.")
+        else:
+            hint = (" Reshape your data: e.g. X[np.newaxis, np.newaxis] is one single-channel "
+                    "trial.")
         raise ValueError(
             f"X must be 3-D (n_trials, n_channels, n_times), got shape {data.shape}.{hint} "
             "Pass a 3-D array or mne.Epochs.")

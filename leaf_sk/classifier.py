@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import warnings
 from numbers import Integral, Real
@@ -244,8 +245,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         if y is None:
             if self.max_epochs or self.label_texts is None:
                 raise ValueError(
-                    "y is None: training needs labels. Pass y, or use max_epochs=0 with label_texts "
-                    "for zero-shot decoding.")
+                    f"{type(self).__name__} requires y to be passed, but the target y is None; "
+                    "pass y, or use max_epochs=0 with label_texts for zero-shot decoding.")
             self.classes_ = np.asarray(sorted(self.label_texts, key=str))
         else:
             y = column_or_1d(y, warn=True)
@@ -286,7 +287,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     def _make_net(self, module, seed):
         callbacks = [("lr_schedule", _net.WarmupCosineLR(self.warmup_epochs, 0.1)),
                      ("log", _net.LogEpoch(["train_loss", "valid_loss", "valid_acc"]))]
-        callbacks += list(self.callbacks or [])
+        # skorch initialises callbacks in place; copies leave the parameter as the user set it.
+        callbacks += copy.deepcopy(list(self.callbacks or []))
         return AlignmentNet(
             module,
             criterion=torch.nn.CrossEntropyLoss,
@@ -345,7 +347,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_trials,), values of ``classes_``.
         """
-        return self.classes_[np.argmax(self._similarities(X), axis=1)]
+        similarities = self._similarities(X)
+        return self.classes_[np.argmax(similarities, axis=1)]
 
     def score(self, X, y, sample_weight=None):
         """Accuracy; labels of ``y`` that were not among the classes in ``fit`` are an error."""

@@ -183,4 +183,6 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.three_d_array = True
         tags.requires_fit = True
+        # Embeddings are float32 whatever the input dtype.
+        tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
