@@ -42,10 +42,23 @@ class SeededEpochsMixin:
 
     seed = 0
 
+    def _process_tag(self):
+        """Distinguishes the RNG streams of the processes of a distributed run ("" alone)."""
+        return ""
+
     def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        epoch = len(self.history) - 1
+        # A sampler with its own generator (Accelerate gives the shuffling sampler one, seeded
+        # once from the global RNG when the loader is prepared) is reseeded per epoch too.
+        # All processes must shuffle alike, so this seed ignores the process.
+        generator = getattr(iterator, "synchronized_generator", None)
+        if generator is None:
+            generator = getattr(getattr(iterator, "sampler", None), "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(epoch_seed(self.seed, epoch, f"{prefix}:sampler"))
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(epoch_seed(self.seed, len(self.history) - 1, prefix))
+            torch.manual_seed(epoch_seed(self.seed, epoch, prefix + self._process_tag()))
             return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
 
 
@@ -68,18 +81,21 @@ class STRNet(SeededEpochsMixin, NeuralNet):
         self.seed = seed
 
     def get_loss(self, y_pred, y_true, X=None, training=False):
-        prefix = "train" if training else "valid"
+        self._record_components(y_pred, "train" if training else "valid")
+        if y_pred.dim() == 2:
+            y_pred = y_pred.mean(dim=0)
+        return y_pred[0] + y_pred[1]
+
+    def _record_components(self, y_pred, prefix):
         values = y_pred.detach().float().cpu().numpy()
         if values.ndim == 2:  # gathered across processes: one row per process
             values = values.mean(axis=0)
         for name, value in zip(STR_COMPONENTS, values):
             self.history.record_batch(f"{prefix}_{name}", float(value))
-        if y_pred.dim() == 2:
-            y_pred = y_pred.mean(dim=0)
-        return y_pred[0] + y_pred[1]
 
 
 def _make_accelerated(net_cls):
+    from skorch.dataset import unpack_data
     from skorch.hf import AccelerateMixin
 
     class AcceleratedNet(AccelerateMixin, net_cls):
@@ -87,6 +103,36 @@ def _make_accelerated(net_cls):
             # The STR module returns 4 scalars per process; gather them as one row each.
             output = NeuralNet.evaluation_step(self, batch, training=training)
             return self.accelerator.gather_for_metrics(output.unsqueeze(0))
+
+        def validation_step(self, batch, **fit_params):
+            # skorch validates through ``infer``, not ``evaluation_step``: without this, each
+            # process would record the losses of its own shard only. The last batch's rows
+            # of padding processes are dropped by ``gather_for_metrics``.
+            self._set_training(False)
+            Xi, yi = unpack_data(batch)
+            with torch.no_grad():
+                y_pred = self.infer(Xi, **fit_params)
+                y_pred = self.accelerator.gather_for_metrics(y_pred.unsqueeze(0))
+                loss = self.get_loss(y_pred, yi, X=Xi, training=False)
+            return {"loss": loss, "y_pred": y_pred}
+
+        def _process_tag(self):
+            # Masks, removed bands and dropout differ between processes, as in one big batch.
+            n = self.accelerator.num_processes
+            return f"@{self.accelerator.process_index}/{n}" if n > 1 else ""
+
+        # Training losses are averaged over the processes for the history only (the gradient
+        # is DDP's business), so that every process records the same, whole-batch values.
+        def train_step_single(self, batch, **fit_params):
+            step = super().train_step_single(batch, **fit_params)
+            if self.accelerator.num_processes > 1:
+                step["loss"] = self.accelerator.gather(step["loss"].detach().reshape(1)).mean()
+            return step
+
+        def _record_components(self, y_pred, prefix):
+            if prefix == "train" and self.accelerator.num_processes > 1:
+                y_pred = self.accelerator.gather(y_pred.detach().unsqueeze(0))
+            super()._record_components(y_pred, prefix)
 
     AcceleratedNet.__name__ = f"Accelerated{net_cls.__name__}"
     return AcceleratedNet
@@ -214,10 +260,24 @@ class ResumeCheckpoint(Callback):
         state = {
             "module": _unwrapped_module(net).state_dict(),
             "optimizer": net.optimizer_.state_dict(),
-            "history": net.history.to_list(),
+            # numpy scalars (skorch records np.float64 losses) are not allowed by weights_only
+            "history": plain_values(net.history.to_list()),
         }
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
+
+
+def plain_values(obj):
+    """``obj`` with numpy and 0-d torch scalars turned into Python ones, recursively."""
+    if isinstance(obj, dict):
+        return {key: plain_values(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain_values(value) for value in obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if torch.is_tensor(obj) and obj.dim() == 0:
+        return obj.item()
+    return obj
 
 
 def load_resume_state(net, path):
@@ -226,6 +286,15 @@ def load_resume_state(net, path):
     _unwrapped_module(net).load_state_dict(state["module"])
     net.optimizer_.load_state_dict(state["optimizer"])
     net.history_ = History(state["history"])
+    # skorch's scoring callbacks keep the best score seen; recompute it from the history so
+    # that the ``*_best`` flags of the resumed epochs are those of an uninterrupted run.
+    for _, callback in net.callbacks_:
+        name = getattr(callback, "name", None)
+        if hasattr(callback, "best_score_") and isinstance(name, str):
+            values = [row[name] for row in state["history"] if name in row]
+            if values:
+                callback.best_score_ = (min(values) if getattr(callback, "lower_is_better", True)
+                                        else max(values))
     return len(state["history"])
 
 

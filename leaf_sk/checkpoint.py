@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import warnings
 from importlib import resources
 from pathlib import Path
 
@@ -120,8 +121,13 @@ def read_metadata(path):
     from safetensors import safe_open
 
     path = resolve_checkpoint(path)
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own SafetensorError
+        raise ValueError(
+            f"{path} is not a readable safetensors file ({exc}); pass a leaf-sk checkpoint "
+            "or a LEAF release .ckpt file.") from exc
     if _METADATA_KEY not in meta:
         raise ValueError(
             f"{path} is a safetensors file but not a leaf-sk checkpoint (no {_METADATA_KEY!r} "
@@ -162,12 +168,23 @@ def load_checkpoint(checkpoint, *, config=None, d_text=None):
 
         info = read_metadata(path)
         config = LeafConfig.from_dict(info["config"])
-        state = load_file(str(path))
+        try:
+            state = load_file(str(path))
+        except Exception as exc:
+            raise ValueError(f"{path}: reading the weights failed ({exc}); the file is damaged "
+                             "or truncated, write it again.") from exc
     else:
         state = _read_release(path)
         parts = sorted({k.split(".", 1)[0] for k in state})
         if config is None:
-            config = infer_config(state, d_text=d_text)
+            try:
+                config = infer_config(state, d_text=d_text)
+            except ValueError as exc:
+                shown = ", ".join(sorted(state)[:5]) + (", ..." if len(state) > 5 else "")
+                raise ValueError(
+                    f"{path} holds a state dict, but not of the LEAF network (keys: {shown}): "
+                    f"{exc} Pass a leaf-sk checkpoint or a LEAF release file (tower.*/qformer.* "
+                    "keys, or the Tower's keys alone).") from exc
         info = {"format": "leaf-release", "parts": parts, "config": config.to_dict(),
                 "sfreq": 200.0, "text_encoder": {"name": None, "dim": config.d_text}}
     if d_text is not None and "qformer" not in info["parts"] and d_text != config.d_text:
@@ -189,11 +206,26 @@ def _is_safetensors(path):
 
 def _read_release(path):
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4" for a plain pickle
+            warnings.simplefilter("ignore", UserWarning)
+            obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:
+        message = str(exc)
+        blocked = re.search(r"Unsupported global: GLOBAL (\S+)", message)
+        refused = re.search(r"WeightsUnpickler error:\s*(.+?)(\n\n|$)", message, re.S)
+        safe_loader = ("leaf-sk unpickles nothing but tensors and plain containers "
+                       "(torch.load weights_only=True)")
+        if blocked:
+            reason = f"it pickles a Python object ({blocked.group(1)}), and {safe_loader}"
+        elif "Weights only load failed" in message:
+            detail = refused.group(1).strip() if refused else "unsupported content"
+            reason = f"it is a pickle that the safe loader refuses ({detail}); {safe_loader}"
+        else:
+            first = message.strip().splitlines()[0] if message.strip() else type(exc).__name__
+            reason = f"it is not a PyTorch file either (torch.load: {first})"
         raise ValueError(
             f"{path} is not a leaf-sk checkpoint (.safetensors with a leaf_sk header) nor a LEAF "
-            f"release file (a PyTorch state dict); reading it failed with: {exc}") from exc
+            f"release file (a PyTorch state dict): {reason}.") from exc
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = {k[len("model."):] if k.startswith("model.") else k: v
                for k, v in obj["state_dict"].items()}

@@ -37,18 +37,22 @@ def _build_parser():
     return parser
 
 
+class _UsageError(ValueError):
+    """A problem with the command line itself."""
+
+
 def _pretrain(args):
     from . import LeafPretrainer
     from ._atomic import write_text_atomic
     from .datasets import band_pass, load_files, load_moabb_raws, parse_subjects
 
     if not args.moabb and not args.files:
-        raise SystemExit("leaf-sk pretrain: give data with --moabb NAME:SUBJECTS and/or --files PATH ...")
+        raise _UsageError("give data with --moabb NAME:SUBJECTS and/or --files PATH ...")
     raws = []
     for spec in args.moabb:
         name, _, subjects = spec.partition(":")
         if not subjects:
-            raise SystemExit(f"leaf-sk pretrain: --moabb {spec!r} needs subjects, e.g. {name}:1-5")
+            raise _UsageError(f"--moabb {spec!r} needs subjects, e.g. {name}:1-5")
         raws += load_moabb_raws(name, parse_subjects(subjects))
     raws += load_files(args.files)
     band_pass(raws, args.l_freq, args.h_freq)
@@ -61,11 +65,11 @@ def _pretrain(args):
     pretrainer.fit(raws)
     if pretrainer._is_main_process():
         write_text_atomic(Path(args.out) / "history.json", json.dumps(pretrainer.history_, indent=1))
-        last = pretrainer.history_[-1]
+        last = pretrainer.history_[-1] if pretrainer.history_ else {}
         print(f"trained {len(pretrainer.history_)} epochs; last: "
-              + ", ".join(f"{k} {last[k]:.4f}" for k in
-                          ("train_L_S", "train_L_T", "valid_L_S", "valid_L_T", "valid_zero_S",
-                           "valid_zero_T") if k in last))
+              + (", ".join(f"{k} {last[k]:.4f}" for k in
+                           ("train_L_S", "train_L_T", "valid_L_S", "valid_L_T", "valid_zero_S",
+                            "valid_zero_T") if k in last) or "none"))
         print(f"training windows per second: {pretrainer.windows_per_second_:.0f}")
         print(f"wrote {Path(args.out) / 'tower.safetensors'}")
     return 0
@@ -73,13 +77,19 @@ def _pretrain(args):
 
 def main(argv=None):
     """Entry point of ``leaf-sk``."""
-    args = _build_parser().parse_args(argv)
+    parser = _build_parser()
+    args = parser.parse_args(argv)  # exits with status 2 and a usage line on bad syntax
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         if args.command == "pretrain":
             return _pretrain(args)
-    except (ValueError, FileNotFoundError, ImportError) as exc:
-        print(f"leaf-sk {args.command}: {exc}", file=sys.stderr)
+    except _UsageError as exc:
+        print(f"usage: leaf-sk {args.command} ... (see leaf-sk {args.command} --help)\n"
+              f"leaf-sk {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, OSError, ImportError) as exc:
+        # Bad values (sizes, files, channels, rates): a message, not a traceback.
+        print(f"leaf-sk {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 1
 

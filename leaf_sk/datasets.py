@@ -87,8 +87,19 @@ def load_files(paths):
             raise FileNotFoundError(f"EEG file {path} does not exist.")
         if path.suffix.lower() == ".csv":
             raws.append(read_muse_csv(path))
-        else:
-            raws.append(mne.io.read_raw(path, preload=True, verbose="error").pick("eeg"))
+            continue
+        try:
+            raw = mne.io.read_raw(path, preload=True, verbose="error")
+        except Exception as exc:  # MNE raises anything from ValueError to AssertionError
+            raise ValueError(
+                f"Cannot read {path} as EEG ({type(exc).__name__}: {exc}); pass a Muse CSV file "
+                "(.csv) or a recording MNE reads (.fif, .edf, .bdf, .set, .vhdr, ...).") from exc
+        if "eeg" not in raw.get_channel_types():
+            raise ValueError(
+                f"{path} holds no EEG channel (channel types: "
+                f"{sorted(set(raw.get_channel_types()))}); set the types of the EEG channels "
+                "(raw.set_channel_types) and save the file again.")
+        raws.append(raw.pick("eeg"))
     return raws
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import math
 import os
+import pickle
 import time
+import warnings
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -17,8 +18,9 @@ from sklearn.utils.validation import check_is_fitted
 
 from . import _net
 from ._base import _fit_context, check_torch_device
-from ._input import prepare_unlabelled
+from ._input import pad_or_crop, prepare_unlabelled
 from .checkpoint import load_checkpoint, save_checkpoint
+from .montage import WINDOW_SAMPLES
 from .nn import SIZES, LeafConfig, STRPretrainer
 
 RESUME_FILE = "resume.pt"
@@ -179,7 +181,10 @@ class LeafPretrainer(BaseEstimator):
                     "distributed=True needs Hugging Face Accelerate: pip install 'leaf-sk[distributed]'."
                 ) from exc
             net_cls = _net.accelerated(_net.STRNet)
-            kwargs.update(accelerator=Accelerator(), device=None)
+            # Accelerate runs several CPU processes (gloo) only when told ``cpu=True``; without
+            # it, torchrun on a machine without GPU starts independent single-process runs.
+            cpu = check_torch_device(self.device) == "cpu"
+            kwargs.update(accelerator=Accelerator(cpu=cpu), device=None)
         else:
             kwargs["device"] = check_torch_device(self.device)
         callbacks = [("epoch_means", _net.EpochMeans()),
@@ -221,16 +226,21 @@ class LeafPretrainer(BaseEstimator):
         X : array of shape (n_trials, n_channels, n_times), mne.Epochs, mne.io.Raw or list
             Unlabelled EEG. Arrays need ``ch_names`` and ``sfreq``; continuous recordings are
             cut into ``segment_seconds`` segments. A list may mix Raw and Epochs of different
-            montages and rates.
+            montages and rates. Every trial must give two 0.5-s windows at 200 Hz (1 s).
         y : None
             Ignored.
 
         Returns
         -------
         self
+
+        Warns
+        -----
+        UserWarning
+            When training stops early (a KeyboardInterrupt, which skorch catches): the fit
+            then holds the epochs done, and a fit with ``resume=True`` continues the run.
         """
-        data = prepare_unlabelled(X, ch_names=self.ch_names, sfreq=self.sfreq, units=self.units,
-                                  segment_seconds=self.segment_seconds, n_windows=self.n_windows)
+        data = self._training_data(X)
         seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
         module = self._make_module(seed)
         net = self._make_net(module, seed)
@@ -238,37 +248,79 @@ class LeafPretrainer(BaseEstimator):
         done = 0
         resume_path = Path(self.checkpoint_dir) / RESUME_FILE if self.checkpoint_dir else None
         if self.resume and resume_path is not None and resume_path.exists():
-            done = _net.load_resume_state(net, resume_path)
+            try:
+                done = _net.load_resume_state(net, resume_path)
+            except (RuntimeError, KeyError, ValueError, pickle.UnpicklingError) as exc:
+                lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+                summary = " ".join(lines[:3]) + (f" ... ({len(lines) - 3} more lines)"
+                                                 if len(lines) > 3 else "")
+                raise ValueError(
+                    f"The resume file {resume_path} does not fit this run ({summary}); it was "
+                    "written with other parameters or is damaged. Pass the parameters of that "
+                    "run, another checkpoint_dir, or resume=False to start over.") from exc
         remaining = max(0, self.max_epochs - done)
         start = time.perf_counter()
         if remaining:
             net.partial_fit(data, None, epochs=remaining)
         elapsed = time.perf_counter() - start
+        n_epochs_run = len(net.history) - done
+        if n_epochs_run < remaining:  # skorch ends training quietly on KeyboardInterrupt
+            where = (f"; fit again with the same parameters and resume=True to continue from "
+                     f"{resume_path}" if resume_path is not None else
+                     "; pass checkpoint_dir= to be able to resume an interrupted run")
+            warnings.warn(
+                f"Training was interrupted after epoch {len(net.history)} of {self.max_epochs}"
+                + where + ".", UserWarning, stacklevel=2)
         self.net_ = net
         self.module_ = _net._unwrapped_module(net)
         self.module_.eval()
         self.config_ = self.module_.config
-        self.history_ = [{k: v for k, v in row.items() if k != "batches"}
-                         for row in net.history.to_list()]
+        self.history_ = _net.plain_values([{k: v for k, v in row.items() if k != "batches"}
+                                           for row in net.history.to_list()])
         n_train = len(data) - (len(data) // self.valid_every if self.valid_every
                                and len(data) >= 2 * self.valid_every else 0)
-        self.n_windows_seen_ = n_train * self.n_windows * remaining
-        self.windows_per_second_ = self.n_windows_seen_ / elapsed if remaining else float("nan")
+        self.n_windows_seen_ = n_train * self.n_windows * n_epochs_run
+        self.windows_per_second_ = (self.n_windows_seen_ / elapsed if n_epochs_run
+                                    else float("nan"))
         if self.checkpoint_dir is not None and self._is_main_process():
             self.save(Path(self.checkpoint_dir) / MODEL_FILE)
         return self
+
+    def _training_data(self, X):
+        """``X`` on the template, ``(n, 65, n_windows * 100)``; every trial must give 2 windows."""
+        elements = list(X) if isinstance(X, (list, tuple)) and len(X) else [X]
+        arrays = []
+        for index, element in enumerate(elements):
+            data = prepare_unlabelled(
+                element, ch_names=self.ch_names, sfreq=self.sfreq, units=self.units,
+                segment_seconds=self.segment_seconds, n_windows=None)
+            n_windows = data.shape[-1] // WINDOW_SAMPLES
+            if n_windows < 2:
+                which = f"X[{index}]" if len(elements) > 1 else "X"
+                raise ValueError(
+                    f"The trials of {which} are too short for STR pretraining: at 200 Hz they "
+                    f"give {n_windows} whole 0.5-s window(s), and the causal objective L_T "
+                    "predicts the next window, so at least 2 windows (trials of at least 1 s) "
+                    "are needed. Pass longer trials (epoch with a wider tmin/tmax) or drop the "
+                    "short ones.")
+            arrays.append(pad_or_crop(data, self.n_windows * WINDOW_SAMPLES))
+        return np.concatenate(arrays)
 
     def _is_main_process(self):
         accelerator = getattr(getattr(self, "net_", None), "accelerator", None)
         return accelerator is None or accelerator.is_main_process
 
     def loss(self, X):
-        """Mean STR losses on ``X`` with the clean input (no mask, no perturbation).
+        """Mean STR losses on ``X``: the module's objective in eval mode (no dropout).
+
+        Any randomness of the objective (the removed band, the masked tokens) is drawn under
+        a fixed seed in a forked RNG state, so repeated calls agree and the caller's global
+        RNG is left untouched.
 
         Parameters
         ----------
         X : array, mne.Epochs, mne.io.Raw or list
-            As in :meth:`fit`.
+            As in :meth:`fit`; every trial must give at least two 0.5-s windows.
 
         Returns
         -------
@@ -276,12 +328,13 @@ class LeafPretrainer(BaseEstimator):
             ``L_S``, ``L_T`` and the losses of predicting zeros, ``zero_S``, ``zero_T``.
         """
         check_is_fitted(self, "module_")
-        data = prepare_unlabelled(X, ch_names=self.ch_names, sfreq=self.sfreq, units=self.units,
-                                  segment_seconds=self.segment_seconds, n_windows=self.n_windows)
+        data = self._training_data(X)
         device = next(self.module_.parameters()).device
         totals = np.zeros(4)
         self.module_.eval()
-        with torch.no_grad():
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        with torch.no_grad(), torch.random.fork_rng(devices=devices):
+            torch.manual_seed(0)
             for start in range(0, len(data), self.batch_size):
                 batch = torch.from_numpy(data[start:start + self.batch_size]).to(device)
                 totals += self.module_(batch).cpu().numpy() * len(batch)
