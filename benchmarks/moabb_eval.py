@@ -5,8 +5,8 @@ the training side (also the pretraining data of the packaged checkpoint); scores
 reported for subjects no training stage saw (Kalunga 9-11, PhysioNet 15-18, 42).
 
 - within-session: MOABB's 5-fold CV inside each session of each test subject;
-- cross-subject: one split, train on the training subjects, test on each test subject
-  (``cv_class=PredefinedSplit``).
+- cross-subject: train on the training subjects, test on each test subject in turn
+  (``cv_class=HeldOutSubjects``).
 
 Run from the repository root (``MNE_DATA`` must point at the recordings)::
 
@@ -32,7 +32,7 @@ from pyriemann.estimation import Covariances
 from pyriemann.tangentspace import TangentSpace
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import PredefinedSplit
+from sklearn.model_selection import BaseCrossValidator
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
@@ -43,6 +43,27 @@ SPLITS = {
     "physionet": dict(train=[1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14], test=[15, 16, 17, 18, 42]),
 }
 FRONTAL = ["Fp1", "Fp2", "AF7", "AF8", "F7", "F8", "FT7", "FT8"]
+
+
+class HeldOutSubjects(BaseCrossValidator):
+    """One fold per test subject: train on all training subjects, test on that subject.
+
+    ``subjects`` is the subject of every sample (MOABB resolves a callable of the metadata).
+    """
+
+    def __init__(self, subjects, train_subjects, test_subjects):
+        self.subjects = subjects
+        self.train_subjects = train_subjects
+        self.test_subjects = test_subjects
+
+    def get_n_splits(self, X=None, y=None, groups=None):
+        return len(self.test_subjects)
+
+    def split(self, X, y=None, groups=None):
+        subjects = np.asarray(self.subjects).astype(int)
+        train = np.flatnonzero(np.isin(subjects, self.train_subjects))
+        for subject in self.test_subjects:
+            yield train, np.flatnonzero(subjects == subject)
 
 
 def dataset_and_paradigm(name):
@@ -127,11 +148,11 @@ def run(name, kinds, checkpoint, out, epochs_tuned):
             frames.append(evaluation.process(pipes).assign(evaluation="within-session"))
             print(f"within-session done in {time.time() - t:.0f} s", file=sys.stderr)
         if "cross" in kinds:
-            test = set(split["test"])
             evaluation = CrossSubjectEvaluation(
                 paradigm=paradigm, datasets=[dataset], overwrite=True, hdf5_path=hdf5, random_state=0,
-                cv_class=PredefinedSplit,
-                cv_kwargs={"test_fold": lambda meta: np.where(meta.subject.isin(test), 0, -1)})
+                cv_class=HeldOutSubjects,
+                cv_kwargs={"subjects": lambda meta: meta.subject.values,
+                           "train_subjects": split["train"], "test_subjects": split["test"]})
             t = time.time()
             frames.append(evaluation.process(pipes).assign(evaluation="cross-subject"))
             print(f"cross-subject done in {time.time() - t:.0f} s", file=sys.stderr)

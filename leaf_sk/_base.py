@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.base import _fit_context  # noqa: F401  (sklearn's private helper, imported in one place)
@@ -147,6 +149,18 @@ def build_model(checkpoint, size, d_text, seed, config=None):
             f"but the text encoder gives {d_text}-d ones; use the text encoder it was trained with "
             f"({info.get('text_encoder', {}).get('name')!r}) or a Tower-only checkpoint.")
     return model, info
+
+
+def warn_if_qformer_untrained(info, checkpoint, what):
+    """Warn when the Q-Former in use was never instruction-tuned (random weights)."""
+    if "qformer" in info.get("parts", []):
+        return
+    source = "random weights" if checkpoint is None else f"checkpoint {checkpoint!r} holds the Tower only"
+    warnings.warn(
+        f"{what} uses the Q-Former, but {source}: its Q-Former is untrained, so the result is "
+        "not meaningful. Train it (LeafInstructionClassifier with max_epochs > 0), use pooled "
+        "tokens (LeafEncoder without instruction), or load an instruction-tuned checkpoint.",
+        UserWarning, stacklevel=3)
 
 
 def predict_in_batches(fn, data, batch_size, device):

@@ -182,7 +182,7 @@ def as_numeric_array(X):
             f"X could not be read as an array ({exc}); pass a numeric array of shape "
             "(n_trials, n_channels, n_times) with trials of equal length, or mne.Epochs.") from exc
     if data.dtype.kind == "c":
-        raise TypeError(
+        raise ValueError(
             f"Complex data not supported: X must hold real numbers, got dtype {data.dtype}; "
             "pass the real-valued signal (e.g. X.real), or mne.Epochs.")
     if data.dtype.kind == "O":

@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import _net
 from ._base import (LeafInputMixin, _fit_context, build_model, check_torch_device,
-                    predict_in_batches, torch_seed)
+                    predict_in_batches, torch_seed, warn_if_qformer_untrained)
 from .instructions import default_label_text, instruction_vector, label_prototypes
 from .nn import SIZES
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
@@ -89,8 +89,10 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     checkpoint : str or None
-        A packaged checkpoint name, a leaf-sk ``.safetensors`` path, a LEAF release file, or
-        None for random weights of ``size``.
+        A packaged checkpoint name (default ``"leaf-small"``, a Tower STR-pretrained by us; its
+        Q-Former is untrained, so zero-shot use needs an instruction-tuned checkpoint), a
+        leaf-sk ``.safetensors`` path, a LEAF release file, or None for random weights of
+        ``size``.
     size : {"small", "base", "tiny"}
         Network size when ``checkpoint`` is None.
     ch_names : list of str or None
@@ -180,7 +182,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, checkpoint=None, *, size="small", ch_names=None, sfreq=None, units=None,
+    def __init__(self, checkpoint="leaf-small", *, size="small", ch_names=None, sfreq=None, units=None,
                  instruction=None, instruction_level=2, label_texts=None,
                  text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=20, lr=2e-4, lr_tokenizer=1e-3,
                  weight_decay=1e-3, warmup_epochs=1.0, batch_size=32, freeze="none",
@@ -270,7 +272,9 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
             encoder, self.instruction, int(self.instruction_level), self.label_texts_)
         self.device_ = check_torch_device(self.device)
         seed = torch_seed(self.random_state)
-        model, _ = build_model(self.checkpoint, self.size, encoder.dim, seed)
+        model, info = build_model(self.checkpoint, self.size, encoder.dim, seed)
+        if not self.max_epochs:
+            warn_if_qformer_untrained(info, self.checkpoint, "Zero-shot decoding (max_epochs=0)")
         module = AlignmentModule(model, torch.from_numpy(self.prototypes_),
                                  torch.from_numpy(self.instruction_vector_), self.logit_scale, self.freeze)
         self.net_ = None

@@ -12,7 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._base import (LeafInputMixin, _fit_context, build_model, check_torch_device,
-                    predict_in_batches, torch_seed)
+                    predict_in_batches, torch_seed, warn_if_qformer_untrained)
 from .instructions import instruction_vector
 from .nn import SIZES
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
@@ -29,8 +29,9 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
     Parameters
     ----------
     checkpoint : str or None
-        A packaged checkpoint name, the path of a leaf-sk ``.safetensors`` file or of a LEAF
-        release file, or None for random weights of ``size``.
+        A packaged checkpoint name (default ``"leaf-small"``, a small Tower STR-pretrained on
+        Kalunga2016, PhysioNet MI and Muse recordings), the path of a leaf-sk ``.safetensors``
+        file or of a LEAF release file, or None for random weights of ``size``.
     size : {"small", "base", "tiny"}
         Network size when ``checkpoint`` is None.
     ch_names : list of str or None
@@ -99,7 +100,7 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, checkpoint=None, *, size="small", ch_names=None, sfreq=None, units=None,
+    def __init__(self, checkpoint="leaf-small", *, size="small", ch_names=None, sfreq=None, units=None,
                  instruction=None, instruction_level=1, label_texts=None, pooling="mean",
                  text_encoder=DEFAULT_TEXT_ENCODER, batch_size=64, device="auto", random_state=None):
         self.checkpoint = checkpoint
@@ -141,7 +142,9 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         else:
             d_text = None
             self.instruction_vector_ = None
-        model, _ = build_model(self.checkpoint, self.size, d_text or 384, torch_seed(self.random_state))
+        model, info = build_model(self.checkpoint, self.size, d_text or 384, torch_seed(self.random_state))
+        if self.instruction is not None:
+            warn_if_qformer_untrained(info, self.checkpoint, "LeafEncoder(instruction=...)")
         self.model_ = model.to(self.device_).eval()
         if self.instruction_vector_ is not None:
             self.n_features_out_ = model.config.d_text

@@ -72,7 +72,7 @@ def make_epochs(make_trials):
 @pytest.fixture
 def tiny_params():
     """Parameters for fast, deterministic CPU runs: tiny network, hashing text, one epoch."""
-    return dict(size="tiny", text_encoder="hashing", max_epochs=1, batch_size=4, device="cpu",
+    return dict(checkpoint=None, size="tiny", text_encoder="hashing", max_epochs=1, batch_size=4, device="cpu",
                 random_state=0)
 
 

@@ -106,7 +106,7 @@ def test_each_trial_is_decoded_alone(make_clf, trials):
 
 def test_epochs_with_event_names(make_epochs):
     epochs, y = make_epochs(n_trials=6)
-    clf = LeafInstructionClassifier(size="tiny", text_encoder="hashing", max_epochs=1,
+    clf = LeafInstructionClassifier(None, size="tiny", text_encoder="hashing", max_epochs=1,
                                     batch_size=4, device="cpu", random_state=0).fit(epochs, y)
     assert clf.n_features_in_ == 22
     assert set(clf.predict(epochs)) <= {"left_hand", "right_hand"}

@@ -136,7 +136,7 @@ def test_fit_does_not_touch_torch_global_rng(encoder, trials):
 def test_epochs_and_microvolt_arrays_give_the_same_features(ch_names, make_epochs, make_estimator):
     epochs, _ = make_epochs(n_trials=4)
     X_uv = epochs.get_data() * 1e6
-    from_epochs = LeafEncoder(size="tiny", device="cpu", random_state=0).fit(epochs)
+    from_epochs = LeafEncoder(None, size="tiny", device="cpu", random_state=0).fit(epochs)
     from_array = make_estimator(LeafEncoder).fit(X_uv)
     assert from_epochs.ch_names_ == ch_names and from_epochs.sfreq_ == 250.0
     assert from_epochs.n_features_in_ == len(ch_names)
@@ -305,7 +305,7 @@ def test_other_channel_names_after_fit(ch_names, encoder, trials):
 
 def test_other_epochs_channels_after_fit(ch_names, make_epochs):
     epochs, _ = make_epochs(n_trials=3)
-    encoder = LeafEncoder(size="tiny", device="cpu", random_state=0).fit(epochs)
+    encoder = LeafEncoder(None, size="tiny", device="cpu", random_state=0).fit(epochs)
     with pytest.raises(ValueError, match=r"removed \['Fz'\].*reorder_channels"):
         encoder.transform(epochs.copy().drop_channels(["Fz"]))
     reordered = epochs.copy().reorder_channels(ch_names[::-1])
@@ -315,7 +315,7 @@ def test_other_epochs_channels_after_fit(ch_names, make_epochs):
 
 def test_epochs_with_conflicting_ch_names(ch_names, make_epochs):
     epochs, _ = make_epochs(n_trials=3)
-    encoder = LeafEncoder(size="tiny", device="cpu", ch_names=ch_names[::-1])
+    encoder = LeafEncoder(None, size="tiny", device="cpu", ch_names=ch_names[::-1])
     with pytest.raises(ValueError, match="disagrees with the EEG channels of the Epochs.*leave "
                                          "ch_names=None"):
         encoder.fit(epochs)

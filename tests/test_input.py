@@ -100,9 +100,13 @@ def test_read_trials_shape_errors(X, message):
         read_trials(X, ch_names=BCI_IV_2A, sfreq=250)
 
 
+def test_read_trials_complex():
+    with pytest.raises(ValueError, match=r"Complex data not supported.*pass the real-valued"):
+        read_trials(np.zeros((1, 22, 10), dtype=complex), ch_names=BCI_IV_2A, sfreq=250)
+
+
 @pytest.mark.parametrize("X", [
     np.full((1, 22, 10), "a"),
-    np.zeros((1, 22, 10), dtype=complex),
     [[[1.0, 2.0]] * 22, [[1.0]] * 22],  # ragged
 ])
 def test_read_trials_non_numeric(X):

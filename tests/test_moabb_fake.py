@@ -49,7 +49,7 @@ def recording(dataset, paradigm):
     return dict(ch_names=list(epochs.ch_names), sfreq=epochs.info["sfreq"])
 
 
-TINY = dict(size="tiny", text_encoder="hashing", batch_size=4, device="cpu", random_state=0)
+TINY = dict(checkpoint=None, size="tiny", text_encoder="hashing", batch_size=4, device="cpu", random_state=0)
 
 
 def _pipelines(**input_params):

@@ -1,0 +1,51 @@
+"""The checkpoint shipped inside the package."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+from conftest import BCI_IV_2A, SFREQ
+
+from leaf_sk import LeafEncoder, LeafInstructionClassifier
+from leaf_sk.checkpoint import load_checkpoint, packaged_checkpoints, read_metadata, resolve_checkpoint
+from leaf_sk.montage import TEMPLATE_CH_NAMES
+
+
+def test_leaf_small_is_packaged_and_documented():
+    assert "leaf-small" in packaged_checkpoints()
+    path = resolve_checkpoint("leaf-small")
+    assert path.stat().st_size < 25 * 2**20
+    meta = read_metadata("leaf-small")
+    assert meta["parts"] == ["tower"]
+    assert meta["ch_names"] == list(TEMPLATE_CH_NAMES) and meta["sfreq"] == 200.0
+    provenance = meta["provenance"]
+    assert "Kalunga2016" in str(provenance["data"]) and "held_out_for_evaluation" in provenance
+    history = meta["history"]
+    assert len(history) == provenance["epochs"]
+    # What the closing note quotes: both objectives well below the loss of predicting zeros.
+    last = history[-1]
+    assert last["valid_L_S"] < 0.8 * last["valid_zero_S"]
+    assert last["valid_L_T"] < 0.9 * last["valid_zero_T"]
+
+
+def test_leaf_small_is_the_default_and_embeds(make_trials):
+    X, y = make_trials(n_trials=6)
+    encoder = LeafEncoder(ch_names=BCI_IV_2A, sfreq=SFREQ, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        features = encoder.fit_transform(X)
+    model, _ = load_checkpoint("leaf-small")
+    assert encoder.checkpoint == "leaf-small"
+    assert features.shape == (6, model.config.d_model)
+    assert np.isfinite(features).all()
+
+
+def test_untrained_qformer_warns(make_trials):
+    X, y = make_trials(n_trials=6)
+    with pytest.warns(UserWarning, match="Q-Former is untrained"):
+        LeafEncoder(ch_names=BCI_IV_2A, sfreq=SFREQ, instruction="motor imagery",
+                    text_encoder="hashing", device="cpu").fit(X)
+    with pytest.warns(UserWarning, match="Q-Former is untrained"):
+        LeafInstructionClassifier(ch_names=BCI_IV_2A, sfreq=SFREQ, text_encoder="hashing",
+                                  max_epochs=0, device="cpu").fit(X, y)
