@@ -66,11 +66,11 @@ class HeldOutSubjects(BaseCrossValidator):
             yield train, np.flatnonzero(subjects == subject)
 
 
-def dataset_and_paradigm(name):
+def dataset_and_paradigm(name, subjects=None):
     from moabb.datasets import Kalunga2016, PhysionetMI
     from moabb.paradigms import SSVEP, LeftRightImagery
 
-    subjects = SPLITS[name]["train"] + SPLITS[name]["test"]
+    subjects = subjects or SPLITS[name]["train"] + SPLITS[name]["test"]
     if name == "kalunga":
         return Kalunga2016(subjects=subjects), SSVEP(n_classes=4)
     dataset = PhysionetMI(imagined=True, subjects=subjects)
@@ -139,9 +139,7 @@ def run(name, kinds, checkpoint, out, epochs_tuned):
     frames = []
     with tempfile.TemporaryDirectory() as hdf5:
         if "within" in kinds:
-            test_only = type(dataset)(subjects=split["test"]) if name == "kalunga" else dataset
-            if name == "physionet":
-                test_only.subject_list = split["test"]
+            test_only, _ = dataset_and_paradigm(name, split["test"])
             evaluation = WithinSessionEvaluation(paradigm=paradigm, datasets=[test_only], overwrite=True,
                                                  hdf5_path=hdf5, random_state=0)
             t = time.time()
@@ -160,11 +158,34 @@ def run(name, kinds, checkpoint, out, epochs_tuned):
     scores = scores[scores.subject.astype(int).isin(split["test"])]
     out.mkdir(parents=True, exist_ok=True)
     scores.to_csv(out / f"{name}_scores.csv", index=False)
-    table = (scores.groupby(["evaluation", "pipeline"]).score
-             .agg(["mean", "std", "min", "max", "count"]).round(3))
+    table = summarise(scores)
     print(f"\n{name}: test subjects {split['test']}, metric {paradigm.scoring}")
     print(table.to_string())
     return scores
+
+
+def summarise(scores):
+    """Mean and spread over test subjects; for accuracy, a one-sided binomial test against chance.
+
+    Every test trial is scored once (within-session: once across the CV folds), so the pooled
+    count of correct trials over all test subjects is binomial under chance level 1 / n_classes.
+    """
+    from scipy.stats import binomtest
+
+    rows = []
+    for (evaluation, pipeline), group in scores.groupby(["evaluation", "pipeline"]):
+        row = dict(evaluation=evaluation, pipeline=pipeline, mean=group.score.mean(),
+                   std=group.score.std(), min=group.score.min(), max=group.score.max(),
+                   subjects=len(group))
+        n_trials = group.samples if evaluation == "within-session" else group.samples_test
+        n_classes = int(group.n_classes.iloc[0])
+        if n_classes > 2:
+            correct = int(round((group.score * n_trials).sum()))
+            row.update(trials=int(n_trials.sum()), chance=1 / n_classes,
+                       p_above_chance=binomtest(correct, int(n_trials.sum()), 1 / n_classes,
+                                                alternative="greater").pvalue)
+        rows.append(row)
+    return pd.DataFrame(rows).set_index(["evaluation", "pipeline"]).round(4)
 
 
 def main(argv=None):
@@ -174,7 +195,12 @@ def main(argv=None):
     parser.add_argument("--checkpoint", default=None, help="LEAF checkpoint (packaged name or path)")
     parser.add_argument("--epochs-tuned", type=int, default=20)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--summarise", type=Path, default=None,
+                        help="only print the summary of a scores CSV written earlier")
     args = parser.parse_args(argv)
+    if args.summarise:
+        print(summarise(pd.read_csv(args.summarise)).to_string())
+        return
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
     run(args.dataset, args.evaluations.split(","), args.checkpoint, args.out, args.epochs_tuned)

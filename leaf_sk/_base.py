@@ -35,6 +35,9 @@ def check_torch_device(device):
         raise ValueError(f"device={device!r} is not a torch device; use 'auto', 'cpu' or 'cuda'.") from exc
     if parsed.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} asks for CUDA, but no GPU is visible; use 'auto' or 'cpu'.")
+    if parsed.type == "cuda" and parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise ValueError(f"device={device!r} asks for GPU {parsed.index}, but only "
+                         f"{torch.cuda.device_count()} are visible; use 'cuda:0' or 'auto'.")
     return device
 
 
@@ -125,8 +128,9 @@ def build_model(checkpoint, size, d_text, seed, config=None):
         A packaged name or a path; None gives random weights of ``size``.
     size : str
         Named size for random weights.
-    d_text : int
-        Dimension of the text encoder in use.
+    d_text : int or None
+        Dimension of the text encoder in use; None when no text is used (any Q-Former size is
+        then accepted, and random weights get a 384-d one).
     seed : int
         Seeds the random initialisation (the caller's global RNG state is left untouched).
     config : dict or None
@@ -141,9 +145,9 @@ def build_model(checkpoint, size, d_text, seed, config=None):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         if checkpoint is None:
-            return LeafModel(LeafConfig.from_size(size, **(config or {}), d_text=d_text)), {}
+            return LeafModel(LeafConfig.from_size(size, **(config or {}), d_text=d_text or 384)), {}
         model, info = load_checkpoint(checkpoint, d_text=d_text)
-    if model.config.d_text != d_text:
+    if d_text is not None and model.config.d_text != d_text:
         raise ValueError(
             f"checkpoint {checkpoint!r} has a Q-Former for {model.config.d_text}-d text embeddings, "
             f"but the text encoder gives {d_text}-d ones; use the text encoder it was trained with "

@@ -522,11 +522,15 @@ def to_template(trials, channel_map, *, min_windows=2, max_windows=MAX_WINDOWS):
             f"{n_windows} whole 0.5-s window(s), and at least {min_windows} are needed, "
             f"i.e. trials of at least {min_windows * WINDOW_SAMPLES / TEMPLATE_SFREQ:g} s. "
             "Epoch longer trials (a wider tmin/tmax).")
-    if max_windows is not None:
-        n_windows = min(n_windows, max_windows)
-    scaled = scale_trials(data, channel_map.used)
-    kept = scaled[..., : n_windows * WINDOW_SAMPLES]
-    return np.matmul(channel_map.matrix, kept).astype(np.float32)
+    if max_windows is not None and n_windows > max_windows:
+        warnings.warn(
+            f"Trials last {data.shape[-1] / TEMPLATE_SFREQ:g} s; LEAF takes at most "
+            f"{max_windows * WINDOW_SAMPLES / TEMPLATE_SFREQ:g} s, so only the first "
+            f"{max_windows} windows are used. Segment longer trials to use all of them.",
+            UserWarning, stacklevel=2)
+        n_windows = max_windows
+    kept = data[..., : n_windows * WINDOW_SAMPLES]
+    return np.matmul(channel_map.matrix, scale_trials(kept, channel_map.used)).astype(np.float32)
 
 
 def pad_or_crop(x, n_samples, *, rng=None):

@@ -20,13 +20,6 @@ logger = logging.getLogger("leaf_sk")
 STR_COMPONENTS = ("L_S", "L_T", "zero_S", "zero_T")
 
 
-def resolve_device(device):
-    """``"auto"`` becomes ``"cuda"`` when a GPU is present, else ``"cpu"``; others pass through."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def epoch_seed(seed, epoch, prefix):
     """A 32-bit seed that depends only on the run's seed, the epoch index and train/valid."""
     return zlib.crc32(f"{seed}:{epoch}:{prefix}".encode())

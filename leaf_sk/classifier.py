@@ -249,7 +249,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
                 raise ValueError(
                     f"{type(self).__name__} requires y to be passed, but the target y is None; "
                     "pass y, or use max_epochs=0 with label_texts for zero-shot decoding.")
-            self.classes_ = np.asarray(sorted(self.label_texts, key=str))
+            self.classes_ = np.unique(np.asarray(list(self.label_texts)))
         else:
             y = column_or_1d(y, warn=True)
             if len(y) != len(data):
@@ -290,7 +290,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
 
     def _make_net(self, module, seed):
         callbacks = [("lr_schedule", _net.WarmupCosineLR(self.warmup_epochs, 0.1)),
-                     ("log", _net.LogEpoch(["train_loss", "valid_loss", "valid_acc"]))]
+                     ("log", _net.LogEpoch(["train_loss", "valid_loss"]))]
         # skorch initialises callbacks in place; copies leave the parameter as the user set it.
         callbacks += copy.deepcopy(list(self.callbacks or []))
         return AlignmentNet(

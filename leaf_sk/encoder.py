@@ -41,7 +41,8 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         Sampling rate in Hz; required for arrays.
     units : {"uV", "V", "mV"} or None
         Units of ``X``. None means microvolts for arrays (what MOABB returns) and volts for
-        ``mne.Epochs``. Each trial is scaled on its own, so units matter only for clipping.
+        ``mne.Epochs``. Each trial is robust-scaled on its own, so the unit does not change the
+        output; it is checked and recorded for clarity.
     instruction : str or None
         Task in words (e.g. ``"motor imagery: left or right hand"``). When given, features are
         the Q-Former output conditioned on it, shape ``(n, d_text)``; otherwise pooled tokens.
@@ -142,7 +143,7 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         else:
             d_text = None
             self.instruction_vector_ = None
-        model, info = build_model(self.checkpoint, self.size, d_text or 384, torch_seed(self.random_state))
+        model, info = build_model(self.checkpoint, self.size, d_text, torch_seed(self.random_state))
         if self.instruction is not None:
             warn_if_qformer_untrained(info, self.checkpoint, "LeafEncoder(instruction=...)")
         self.model_ = model.to(self.device_).eval()

@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _net
-from ._base import _fit_context, check_torch_device
+from ._base import _fit_context, check_torch_device, torch_seed
 from ._input import pad_or_crop, prepare_unlabelled
 from .checkpoint import load_checkpoint, save_checkpoint
 from .montage import WINDOW_SAMPLES
@@ -73,7 +72,10 @@ class LeafPretrainer(BaseEstimator):
     checkpoint_dir : str or None
         Folder for the per-epoch resume file and the final Tower checkpoint.
     resume : bool
-        Continue from ``checkpoint_dir``'s resume file when one exists.
+        Continue from ``checkpoint_dir``'s resume file when one exists (off by default, so that
+        a refit never silently returns an earlier run). Needs an int ``random_state``: every
+        epoch runs under a seed drawn from it, which is what makes a resumed run reach the
+        same weights as an uninterrupted one.
     distributed : bool
         Train under Hugging Face Accelerate (launch the script with ``torchrun`` or
         ``accelerate launch``); needs the ``distributed`` extra.
@@ -128,7 +130,7 @@ class LeafPretrainer(BaseEstimator):
     def __init__(self, size="small", *, config=None, checkpoint=None, ch_names=None, sfreq=None,
                  units=None, segment_seconds=4.0, n_windows=8, max_epochs=10, batch_size=64,
                  lr=1e-4, lr_tokenizer=1e-3, weight_decay=0.01, warmup_epochs=1.0,
-                 final_lr_ratio=0.1, valid_every=10, checkpoint_dir=None, resume=True,
+                 final_lr_ratio=0.1, valid_every=10, checkpoint_dir=None, resume=False,
                  distributed=False, device="auto", verbose=1, random_state=None):
         self.size = size
         self.config = config
@@ -240,8 +242,12 @@ class LeafPretrainer(BaseEstimator):
             When training stops early (a KeyboardInterrupt, which skorch catches): the fit
             then holds the epochs done, and a fit with ``resume=True`` continues the run.
         """
+        if self.resume and not isinstance(self.random_state, (int, np.integer)):
+            raise ValueError(
+                f"resume=True needs an int random_state to continue the same run, got "
+                f"random_state={self.random_state!r}; pass e.g. random_state=0.")
         data = self._training_data(X)
-        seed = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        seed = torch_seed(self.random_state)
         module = self._make_module(seed)
         net = self._make_net(module, seed)
         net.initialize()

@@ -102,7 +102,7 @@ def main():
 
     LeafPretrainer._make_net = make_net_with_probe
     warnings.simplefilter("ignore", UserWarning)
-    pretrainer = LeafPretrainer("tiny", max_epochs=args.max_epochs, checkpoint_dir=str(out),
+    pretrainer = LeafPretrainer("tiny", max_epochs=args.max_epochs, checkpoint_dir=str(out), resume=True,
                                 distributed=True, **PARAMS)
     pretrainer.fit(make_data())
     from safetensors.torch import save_file

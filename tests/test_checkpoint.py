@@ -20,13 +20,6 @@ TINY = LeafConfig.from_size("tiny", d_text=D_TEXT)
 TINY_INFERABLE = LeafConfig.from_size("tiny", d_model=32, n_heads=1, iqf_heads=1, d_text=D_TEXT)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks gain nothing from threads, and on a shared machine they lose a lot."""
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
 
 
 def _random_model(config=TINY, seed=0):

@@ -24,13 +24,6 @@ TINY_RUN = ["--size", "tiny", "--max-epochs", "1", "--n-windows", "2", "--batch-
             "--quiet"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks gain nothing from threads, and on a shared machine they lose a lot."""
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
 
 
 def write_muse_csv(path, seconds=12.0, sfreq=256.0, seed=0):

@@ -346,3 +346,15 @@ def test_device_that_does_not_exist(make_estimator, trials, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="asks for CUDA, but no GPU is visible; use 'auto' or"):
         make_estimator(LeafEncoder, device="cuda").fit(trials[0])
+
+
+def test_pooled_tokens_accept_any_qformer_size(tmp_path, make_trials):
+    from conftest import BCI_IV_2A as BCI_IV_2A_NAMES
+
+    from leaf_sk.checkpoint import save_checkpoint
+    from leaf_sk.nn import LeafConfig, LeafModel
+
+    path = save_checkpoint(tmp_path / "full.safetensors", LeafModel(LeafConfig.from_size("tiny", d_text=24)))
+    X, _ = make_trials(n_trials=3)
+    encoder = LeafEncoder(str(path), ch_names=BCI_IV_2A_NAMES, sfreq=250.0, device="cpu")
+    assert encoder.fit_transform(X).shape == (3, 16)

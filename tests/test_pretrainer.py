@@ -31,13 +31,6 @@ PARAMS = dict(ch_names=CH_NAMES, sfreq=200.0, n_windows=2, batch_size=4, valid_e
               verbose=0, random_state=0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks gain nothing from threads, and on a shared machine they lose a lot."""
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n_threads)
 
 
 def make_trials(n_trials=20, n_times=200, sfreq=200.0, n_channels=len(CH_NAMES), seed=0):
@@ -123,7 +116,8 @@ def add_callback(monkeypatch):
 def reference_run(tmp_path_factory):
     """An uninterrupted 4-epoch run: fitted estimator and its checkpoint folder."""
     folder = tmp_path_factory.mktemp("reference")
-    pretrainer = LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(folder), **PARAMS)
+    pretrainer = LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(folder), resume=True,
+                                **PARAMS)
     return pretrainer.fit(make_trials()), folder
 
 
@@ -284,12 +278,12 @@ def test_resume_after_keyboard_interrupt(tmp_path, reference_run, add_callback):
     add_callback(_StopAfter(2))
     interrupted = r"interrupted after epoch 2 of 4; fit again .*resume=True"
     with pytest.warns(UserWarning, match=interrupted):
-        stopped = LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(tmp_path), **PARAMS)
+        stopped = LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(tmp_path), resume=True, **PARAMS)
         stopped.fit(make_trials())
     assert len(stopped.history_) == 2
     assert len(torch.load(tmp_path / RESUME_FILE, weights_only=True)["history"]) == 2
     add_callback(Callback())  # no more interruptions
-    resumed = LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(tmp_path), **PARAMS)
+    resumed = LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(tmp_path), resume=True, **PARAMS)
     resumed.fit(make_trials())
     assert resumed.n_windows_seen_ == 16 * 2 * 2  # only the two remaining epochs ran
     assert_same_weights(weights(resumed), weights(reference))
@@ -319,7 +313,7 @@ def with_pause(self, module, seed):
     return net
 LeafPretrainer._make_net = with_pause
 X = np.load(folder / "X.npy")
-LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(folder / "run"), **params).fit(X)
+LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(folder / "run"), resume=True, **params).fit(X)
 """
 
 
@@ -348,7 +342,7 @@ def test_resume_after_sigkill(tmp_path, reference_run):
     run = tmp_path / "run"
     assert sorted(p.name for p in run.iterdir()) == [RESUME_FILE]  # no final file, no temp file
     assert len(torch.load(run / RESUME_FILE, weights_only=True)["history"]) == 2
-    resumed = LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(run), **PARAMS)
+    resumed = LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(run), resume=True, **PARAMS)
     resumed.fit(np.load(tmp_path / "X.npy"))
     assert_same_weights(weights(resumed), weights(reference))
     assert_same_losses(resumed.history_, reference.history_)
@@ -360,7 +354,7 @@ def test_resume_false_starts_over(reference_run, tmp_path):
     copy = tmp_path / "run"
     copy.mkdir()
     (copy / RESUME_FILE).write_bytes((folder / RESUME_FILE).read_bytes())
-    done = LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(copy), **PARAMS)
+    done = LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(copy), resume=True, **PARAMS)
     done.fit(make_trials())  # nothing left to do: the history is the file's
     assert done.n_windows_seen_ == 0
     assert_same_weights(weights(done), weights(reference))
@@ -374,7 +368,7 @@ def test_resume_file_of_another_run_gives_a_clear_error(reference_run, tmp_path)
     _, folder = reference_run
     (tmp_path / RESUME_FILE).write_bytes((folder / RESUME_FILE).read_bytes())
     other = LeafPretrainer("tiny", config={"d_model": 32}, max_epochs=5,
-                           checkpoint_dir=str(tmp_path), **PARAMS)
+                           checkpoint_dir=str(tmp_path), resume=True, **PARAMS)
     with pytest.raises(ValueError, match=r"resume file .* does not fit this run .*resume=False"):
         other.fit(make_trials())
 
@@ -449,12 +443,30 @@ def test_resume_on_gpu(tmp_path, add_callback):
     assert next(reference.module_.parameters()).is_cuda
     add_callback(_StopAfter(1))
     with pytest.warns(UserWarning, match="interrupted after epoch 1 of 3"):
-        LeafPretrainer("tiny", max_epochs=3, checkpoint_dir=str(tmp_path), **params).fit(
+        LeafPretrainer("tiny", max_epochs=3, checkpoint_dir=str(tmp_path), resume=True, **params).fit(
             make_trials())
     add_callback(Callback())
-    resumed = LeafPretrainer("tiny", max_epochs=3, checkpoint_dir=str(tmp_path), **params)
+    resumed = LeafPretrainer("tiny", max_epochs=3, checkpoint_dir=str(tmp_path), resume=True, **params)
     resumed.fit(make_trials())
     for key, value in weights(reference).items():
         torch.testing.assert_close(weights(resumed)[key], value, rtol=1e-5, atol=1e-6)
     loaded, _ = load_checkpoint(tmp_path / MODEL_FILE)
     assert not next(loaded.parameters()).is_cuda
+
+
+def test_resume_needs_an_int_random_state(tmp_path):
+    with pytest.raises(ValueError, match=r"resume=True needs an int random_state.*random_state=0"):
+        LeafPretrainer("tiny", checkpoint_dir=str(tmp_path), resume=True,
+                       **{**PARAMS, "random_state": None}).fit(make_trials())
+
+
+def test_refit_without_resume_trains_again(reference_run, tmp_path):
+    import shutil
+
+    reference, folder = reference_run
+    copy = tmp_path / "copy"
+    shutil.copytree(folder, copy)
+    refit = LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(copy), **PARAMS)
+    refit.fit(make_trials(seed=5))  # default resume=False: a finished run is not handed back
+    assert refit.n_windows_seen_ > 0
+    assert len(refit.history_) == 4

@@ -2,10 +2,10 @@
 
 from .config import SIZES, LeafConfig
 from .losses import draw_token_mask, remove_band, str_losses
-from .model import LeafModel, STRPretrainer, cosine_logits
+from .model import LeafModel, STRPretrainer
 from .qformer import QFormer
 from .tokenizer import Tokenizer
 from .tower import Tower
 
 __all__ = ["SIZES", "LeafConfig", "LeafModel", "QFormer", "STRPretrainer", "Tokenizer", "Tower",
-           "cosine_logits", "draw_token_mask", "remove_band", "str_losses"]
+           "draw_token_mask", "remove_band", "str_losses"]

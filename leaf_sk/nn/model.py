@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .losses import draw_token_mask, remove_band, str_losses
 from .qformer import QFormer
@@ -94,12 +93,3 @@ class LeafModel(nn.Module):
         Tensor, shape (batch, d_text), unit rows.
         """
         return self.qformer(self.tower(x), instruction)
-
-    def pooled_tokens(self, x):
-        """Mean of the 2N Tower tokens, shape (batch, d_model): the embedding without instruction."""
-        return self.tower(x).mean(dim=1)
-
-
-def cosine_logits(embedding, prototypes, scale=1.0):
-    """Scaled cosine similarities ``scale * e @ P.T``, shape (batch, n_classes)."""
-    return scale * embedding @ F.normalize(prototypes, dim=-1).T
