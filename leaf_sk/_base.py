@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import os
 import warnings
+from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import _fit_context  # noqa: F401  (sklearn's private helper, imported in one place)
+# sklearn's private helpers, imported in this one module and re-exported to the estimators.
+from sklearn.base import _fit_context  # noqa: F401
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._input import (_listed, as_numeric_array, check_same_channels, make_channel_map,
                      read_trials, to_template)
 from .checkpoint import load_checkpoint
-from .nn import LeafConfig, LeafModel
+from .nn import SIZES, LeafConfig, LeafModel
+
+# Parameter constraints of the input, network and instruction shared by the estimators.
+SHARED_CONSTRAINTS = {
+    "checkpoint": [str, os.PathLike, None],
+    "size": [StrOptions(set(SIZES))],
+    "ch_names": [list, tuple, None],
+    "sfreq": [Interval(Real, 0, None, closed="neither"), None],
+    "units": [StrOptions({"uV", "µV", "V", "mV"}), None],
+    "instruction": [str, None],
+    "instruction_level": [Interval(Integral, 0, 2, closed="both")],
+}
 
 
 def check_torch_device(device):

@@ -96,7 +96,8 @@ def save_checkpoint(path, model, *, text_encoder=None, sfreq=200.0, ch_names=Non
         "parts": parts,
         "ch_names": list(ch_names if ch_names is not None else TEMPLATE_CH_NAMES),
         "sfreq": float(sfreq),
-        "text_encoder": {"name": text_encoder, "dim": model.config.d_text},
+        "text_encoder": {"name": text_encoder,
+                         "dim": model.config.d_text if "qformer" in parts else None},
         "provenance": provenance or {},
         "history": history or [],
     }

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import copy
-import os
 import warnings
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import _net
-from ._base import (LeafInputMixin, _fit_context, build_model, check_torch_device,
+from ._base import (SHARED_CONSTRAINTS, Interval, LeafInputMixin, StrOptions, _fit_context,
+                    build_model, check_torch_device,
                     predict_in_batches, torch_seed, warn_if_qformer_untrained)
 from .instructions import default_label_text, instruction_vector, label_prototypes
-from .nn import SIZES
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
 
 
@@ -128,6 +126,12 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         Parts of the network kept fixed during training.
     logit_scale : float
         Multiplies the cosine similarities before the softmax (1 in the release).
+
+    Notes
+    -----
+    Training uses one instruction vector for every trial (``instruction`` at
+    ``instruction_level``), not the release's per-trial random phrasings: a fitted classifier
+    serves one task. ``benchmarks/instruction_tune.py`` shows the release's multi-task sampling.
     callbacks : list or None
         Extra skorch callbacks, e.g. ``[EarlyStopping()]``.
     train_split : callable or None
@@ -158,13 +162,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "checkpoint": [str, os.PathLike, None],
-        "size": [StrOptions(set(SIZES))],
-        "ch_names": [list, tuple, None],
-        "sfreq": [Interval(Real, 0, None, closed="neither"), None],
-        "units": [StrOptions({"uV", "µV", "V", "mV"}), None],
-        "instruction": [str, None],
-        "instruction_level": [Interval(Integral, 0, 2, closed="both")],
+        **SHARED_CONSTRAINTS,
         "label_texts": [dict, None],
         "text_encoder": [str],
         "max_epochs": [Interval(Integral, 0, None, closed="left")],

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import os
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._base import (LeafInputMixin, _fit_context, build_model, check_torch_device,
+from ._base import (SHARED_CONSTRAINTS, Interval, LeafInputMixin, StrOptions, _fit_context,
+                    build_model, check_torch_device,
                     predict_in_batches, torch_seed, warn_if_qformer_untrained)
 from .instructions import instruction_vector
-from .nn import SIZES
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
 
 
@@ -86,13 +84,7 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
     """
 
     _parameter_constraints = {
-        "checkpoint": [str, os.PathLike, None],
-        "size": [StrOptions(set(SIZES))],
-        "ch_names": [list, tuple, None],
-        "sfreq": [Interval(Real, 0, None, closed="neither"), None],
-        "units": [StrOptions({"uV", "µV", "V", "mV"}), None],
-        "instruction": [str, None],
-        "instruction_level": [Interval(Integral, 0, 2, closed="both")],
+        **SHARED_CONSTRAINTS,
         "label_texts": [list, tuple, None],
         "pooling": [StrOptions({"mean", "mean+std"})],
         "text_encoder": [str],

@@ -12,11 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from . import _net
-from ._base import _fit_context, check_torch_device, torch_seed
+from ._base import Interval, StrOptions, _fit_context, check_torch_device, torch_seed
 from ._input import pad_or_crop, prepare_unlabelled
 from .checkpoint import load_checkpoint, save_checkpoint
 from .montage import WINDOW_SAMPLES

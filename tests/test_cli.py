@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from leaf_sk.checkpoint import load_checkpoint, read_metadata
 from leaf_sk.cli import main
