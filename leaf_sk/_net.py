@@ -87,7 +87,8 @@ class STRNet(SeededEpochsMixin, NeuralNet):
             self.history.record_batch(f"{prefix}_{name}", float(value))
 
 
-def _make_accelerated(net_cls):
+def accelerated(net_cls):
+    """``net_cls`` with skorch's ``AccelerateMixin`` (Hugging Face Accelerate) mixed in."""
     from skorch.dataset import unpack_data
     from skorch.hf import AccelerateMixin
 
@@ -129,11 +130,6 @@ def _make_accelerated(net_cls):
 
     AcceleratedNet.__name__ = f"Accelerated{net_cls.__name__}"
     return AcceleratedNet
-
-
-def accelerated(net_cls):
-    """``net_cls`` with skorch's ``AccelerateMixin`` (Hugging Face Accelerate) mixed in."""
-    return _make_accelerated(net_cls)
 
 
 class EveryKthSplit:
