@@ -35,6 +35,15 @@ def packaged_checkpoints():
 def resolve_checkpoint(checkpoint):
     """Path of a checkpoint given as a packaged name or a path.
 
+    Parameters
+    ----------
+    checkpoint : str or Path
+        A name from :func:`packaged_checkpoints` or a file path.
+
+    Returns
+    -------
+    Path
+
     Raises
     ------
     FileNotFoundError
@@ -118,7 +127,19 @@ def _prefixed_state_dict(model):
 
 
 def read_metadata(path):
-    """The JSON document of a leaf-sk checkpoint, without loading the weights."""
+    """The JSON document of a leaf-sk checkpoint, without loading the weights.
+
+    Parameters
+    ----------
+    path : str or Path
+        A packaged name or a leaf-sk ``.safetensors`` file.
+
+    Returns
+    -------
+    dict
+        ``config``, ``parts``, ``ch_names``, ``sfreq``, ``text_encoder``, ``provenance``,
+        ``history``, format name and versions.
+    """
     from safetensors import safe_open
 
     path = resolve_checkpoint(path)
@@ -241,7 +262,21 @@ def _read_release(path):
 
 
 def infer_config(state, d_text=None):
-    """Network config from the tensor shapes of a release state dict (``tower.``-prefixed keys)."""
+    """Network config from the tensor shapes of a release state dict.
+
+    Parameters
+    ----------
+    state : dict of str to Tensor
+        ``tower.``-prefixed (and optionally ``qformer.``-prefixed) keys.
+    d_text : int, optional
+        Text dimension when the state holds no Q-Former.
+
+    Returns
+    -------
+    LeafConfig
+        Head counts cannot be read from shapes; they are taken as ``d_model // 32`` (the
+        release's 32 dimensions per head). Pass ``config=`` to :func:`load_checkpoint` otherwise.
+    """
     def shape(key):
         if key not in state:
             raise ValueError(f"Cannot infer the network size: key {key!r} is missing from the file.")

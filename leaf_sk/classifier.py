@@ -97,7 +97,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         Channel names; required for arrays, read from ``info`` for ``mne.Epochs``.
     sfreq : float or None
         Sampling rate in Hz; required for arrays.
-    units : {"uV", "V", "mV"} or None
+    units : {"uV", "µV", "V", "mV"} or None
         None means microvolts for arrays (MOABB's) and volts for ``mne.Epochs``.
     instruction : str or None
         The task in words, e.g. ``"motor imagery: left or right hand"``.
@@ -127,11 +127,6 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     logit_scale : float
         Multiplies the cosine similarities before the softmax (1 in the release).
 
-    Notes
-    -----
-    Training uses one instruction vector for every trial (``instruction`` at
-    ``instruction_level``), not the release's per-trial random phrasings: a fitted classifier
-    serves one task. ``benchmarks/instruction_tune.py`` shows the release's multi-task sampling.
     callbacks : list or None
         Extra skorch callbacks, e.g. ``[EarlyStopping()]``.
     train_split : callable or None
@@ -141,6 +136,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     verbose : int
         0 silent, 1 one line per epoch.
     random_state : int, RandomState instance or None
+        Seeds the initial weights, shuffling and dropout.
 
     Attributes
     ----------
@@ -159,6 +155,12 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         Per-epoch training record.
     channel_map_, ch_names_, sfreq_, n_features_in_
         As in :class:`LeafEncoder`.
+
+    Notes
+    -----
+    Training uses one instruction vector for every trial (``instruction`` at
+    ``instruction_level``), not the release's per-trial random phrasings: a fitted classifier
+    serves one task. ``benchmarks/instruction_tune.py`` shows the release's multi-task sampling.
     """
 
     _parameter_constraints = {
@@ -333,6 +335,10 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     def predict_proba(self, X):
         """Softmax of ``logit_scale`` times the cosine similarities.
 
+        Parameters
+        ----------
+        X : ndarray of shape (n_trials, n_channels, n_times) or mne.Epochs
+
         Returns
         -------
         ndarray of shape (n_trials, n_classes), rows sum to 1.
@@ -344,6 +350,10 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
 
     def predict(self, X):
         """Label of the most similar label text.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_trials, n_channels, n_times) or mne.Epochs
 
         Returns
         -------

@@ -37,7 +37,7 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         for ``mne.Epochs``.
     sfreq : float or None
         Sampling rate in Hz; required for arrays.
-    units : {"uV", "V", "mV"} or None
+    units : {"uV", "µV", "V", "mV"} or None
         Units of ``X``. None means microvolts for arrays (what MOABB returns) and volts for
         ``mne.Epochs``. Each trial is robust-scaled on its own, so the unit does not change the
         output; it is checked and recorded for clarity.
@@ -53,7 +53,7 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         How the 2N Tower tokens become one vector when no instruction is given.
     text_encoder : str
         Sentence encoder name or path (default all-MiniLM-L6-v2, offline when the ``offline``
-        extra is installed), or ``"hashing"`` for a tiny deterministic stand-in.
+        extra is installed), or ``"hashing"`` / ``"hashing-<dim>"`` for a tiny deterministic stand-in.
     batch_size : int
         Trials per forward pass.
     device : str
