@@ -116,13 +116,15 @@ def pipelines(name, ch_names, sfreq, checkpoint, texts, epochs_tuned):
 
         pipes["CSP+LDA"] = make_pipeline(CSP(n_components=8), LinearDiscriminantAnalysis())
         pipes["frontal control"] = frontal_control(ch_names, sfreq)
-    pipes["LEAF random+LR"] = make_pipeline(
-        LeafEncoder(None, size="small", pooling="mean+std", random_state=0, **common),
-        StandardScaler(), LogisticRegression(max_iter=1000))
-    if checkpoint:
-        pipes["LEAF pretrained+LR"] = make_pipeline(
-            LeafEncoder(checkpoint, pooling="mean+std", **common),
+    for pooling in ("mean+std", "logvar"):
+        pipes[f"LEAF random {pooling}+LR"] = make_pipeline(
+            LeafEncoder(None, size="small", pooling=pooling, random_state=0, **common),
             StandardScaler(), LogisticRegression(max_iter=1000))
+        if checkpoint:
+            pipes[f"LEAF pretrained {pooling}+LR"] = make_pipeline(
+                LeafEncoder(checkpoint, pooling=pooling, **common),
+                StandardScaler(), LogisticRegression(max_iter=1000))
+    if checkpoint:
         pipes["LEAF IQF (pretrained, tuned)"] = LeafInstructionClassifier(
             checkpoint, instruction=instruction, instruction_level=2, label_texts=texts,
             max_epochs=epochs_tuned, batch_size=32, random_state=0, **common)

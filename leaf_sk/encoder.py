@@ -49,8 +49,12 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         mean of ``label_texts`` (needs ``label_texts``).
     label_texts : list of str or None
         Candidate label texts for ``instruction_level=2``.
-    pooling : {"mean", "mean+std"}
-        How the 2N Tower tokens become one vector when no instruction is given.
+    pooling : {"mean", "mean+std", "logvar"}
+        How a trial becomes one vector when no instruction is given: the mean (and standard
+        deviation) of the 2N Tower tokens, or ``"logvar"``, the log-variance of each tokenizer
+        filter's output (its fused spatio-temporal convolution) averaged over the windows, a
+        band-power readout of ``n_filters`` features. On held-out subjects ``"logvar"`` was
+        the best readout for SSVEP and motor imagery (benchmarks/RESULTS.md).
     text_encoder : str
         Sentence encoder name or path (default all-MiniLM-L6-v2, offline when the ``offline``
         extra is installed), or ``"hashing"`` / ``"hashing-<dim>"`` for a tiny deterministic stand-in.
@@ -86,7 +90,7 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
     _parameter_constraints = {
         **SHARED_CONSTRAINTS,
         "label_texts": [list, tuple, None],
-        "pooling": [StrOptions({"mean", "mean+std"})],
+        "pooling": [StrOptions({"mean", "mean+std", "logvar"})],
         "text_encoder": [str],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
@@ -142,13 +146,16 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         if self.instruction_vector_ is not None:
             self.n_features_out_ = model.config.d_text
         else:
-            self.n_features_out_ = model.config.d_model * (2 if self.pooling == "mean+std" else 1)
+            self.n_features_out_ = (model.config.n_filters if self.pooling == "logvar" else
+                                    model.config.d_model * (2 if self.pooling == "mean+std" else 1))
         return self
 
     def _embed(self, batch):
         if self.instruction_vector_ is not None:
             instruction = torch.as_tensor(self.instruction_vector_, device=batch.device)
             return self.model_(batch, instruction)
+        if self.pooling == "logvar":
+            return self.model_.tower.tokenizer.log_power(batch).mean(dim=1)
         tokens = self.model_.tower(batch)
         if self.pooling == "mean+std":
             return torch.cat([tokens.mean(dim=1), tokens.std(dim=1)], dim=1)

@@ -358,3 +358,11 @@ def test_pooled_tokens_accept_any_qformer_size(tmp_path, make_trials):
     X, _ = make_trials(n_trials=3)
     encoder = LeafEncoder(str(path), ch_names=BCI_IV_2A_NAMES, sfreq=250.0, device="cpu")
     assert encoder.fit_transform(X).shape == (3, 16)
+
+
+def test_logvar_pooling(make_estimator, make_trials):
+    X, _ = make_trials(n_trials=4)
+    encoder = make_estimator(LeafEncoder, pooling="logvar").fit(X)
+    features = encoder.transform(X)
+    assert features.shape == (4, encoder.model_.config.n_filters) == (4, encoder.n_features_out_)
+    np.testing.assert_allclose(features[1:2], encoder.transform(X[1:2]), rtol=1e-5, atol=1e-5)

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -175,3 +176,21 @@ def test_nn_imports_no_sklearn_skorch_or_mne():
             "print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_log_power_is_the_log_variance_of_the_fused_filters(tiny):
+    torch.manual_seed(0)
+    tok = Tokenizer(tiny).eval()
+    x = torch.randn(2, 65, 300)
+    with torch.no_grad():
+        power = tok.log_power(x)
+        temporal, spatial = tok.enc_conv[0], tok.enc_conv[1]
+        window = x[1, :, 100:200].reshape(1, 1, 65, 100)
+        ref = spatial(temporal(window))[0, :, 0]             # (F, 101), the unfused pair
+    assert power.shape == (2, 3, tiny.n_filters)
+    torch.testing.assert_close(power[1, 1], torch.log(ref.var(dim=-1) + 1e-6), rtol=1e-4, atol=1e-4)
+    # Scaling the input by a scales each filter's variance by a**2 (the bias aside).
+    with torch.no_grad():
+        tok.enc_conv[0].bias.zero_(), tok.enc_conv[1].bias.zero_()
+        diff = tok.log_power(3 * x) - tok.log_power(x)
+    torch.testing.assert_close(diff, torch.full_like(diff, float(np.log(9.0))), rtol=1e-3, atol=1e-3)

@@ -42,6 +42,47 @@ class Tokenizer(nn.Module):
         bias = spatial.bias + torch.einsum("oic,i->o", w2, temporal.bias)
         return weight, bias
 
+    def _windows(self, x):
+        cfg = self.config
+        batch, n_channels, n_times = x.shape
+        n_windows = n_times // cfg.window_samples
+        windows = (x[..., : n_windows * cfg.window_samples]
+                   .reshape(batch, n_channels, n_windows, cfg.window_samples)
+                   .transpose(1, 2)
+                   .reshape(batch * n_windows, n_channels, cfg.window_samples))
+        return windows, batch, n_windows
+
+    def filter_outputs(self, x):
+        """Outputs of the fused spatio-temporal convolution, before BatchNorm and pooling.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_channels, n_windows * window_samples)
+
+        Returns
+        -------
+        Tensor, shape (batch, n_windows, n_filters, window_samples + 1)
+        """
+        windows, batch, n_windows = self._windows(x)
+        weight, bias = self.fused_kernel()
+        h = F.conv1d(windows, weight, bias, padding=self.config.temporal_kernel // 2)
+        return h.reshape(batch, n_windows, *h.shape[1:])
+
+    def log_power(self, x, eps=1e-6):
+        """Log-variance of each filter's output in each window: a band-power readout.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_channels, n_windows * window_samples)
+        eps : float
+            Added to the variance before the log.
+
+        Returns
+        -------
+        Tensor, shape (batch, n_windows, n_filters)
+        """
+        return torch.log(self.filter_outputs(x).var(dim=-1) + eps)
+
     def forward(self, x):
         """Tokenize EEG.
 
@@ -56,12 +97,7 @@ class Tokenizer(nn.Module):
             Feature-major flattening (index ``filter * samples_per_filter + t``).
         """
         cfg = self.config
-        batch, n_channels, n_times = x.shape
-        n_windows = n_times // cfg.window_samples
-        windows = (x[..., : n_windows * cfg.window_samples]
-                   .reshape(batch, n_channels, n_windows, cfg.window_samples)
-                   .transpose(1, 2)
-                   .reshape(batch * n_windows, n_channels, cfg.window_samples))
+        windows, batch, n_windows = self._windows(x)
         weight, bias = self.fused_kernel()
         h = F.conv1d(windows, weight, bias, padding=cfg.temporal_kernel // 2)  # (B*N, F, L)
         h = h.unsqueeze(2)                                                       # (B*N, F, 1, L)
