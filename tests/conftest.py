@@ -14,6 +14,21 @@ torch.set_num_threads(1)
 BCI_IV_2A = ("Fz FC3 FC1 FCz FC2 FC4 C5 C3 C1 Cz C2 C4 C6 CP3 CP1 CPz CP2 CP4 P1 Pz P2 POz").split()
 SFREQ = 250.0
 CLASSES = ("left_hand", "right_hand")
+MUSE_HEADER = ["timestamps", "TP9", "AF7", "AF8", "TP10", "Right AUX", "Marker0"]
+
+
+def write_muse_csv(path, *, n_samples=1024, sfreq=256.0, header=MUSE_HEADER, seed=0):
+    """A small muse-lsl style file: ms-rounded timestamps, µV values, codes at 3 samples.
+
+    Returns the written table, shape (n_samples, len(header)).
+    """
+    rng = np.random.default_rng(seed)
+    table = np.zeros((n_samples, len(header)))
+    table[:, 0] = np.round(1000.0 + np.arange(n_samples) / sfreq, 3)
+    table[:, 1:6] = np.round(rng.standard_normal((n_samples, 5)) * 20.0, 3)
+    table[[10, 300, 700], -1] = [1, 2, 1]
+    np.savetxt(path, table, delimiter=",", header=",".join(header), comments="", fmt="%.3f")
+    return table
 
 
 @pytest.fixture

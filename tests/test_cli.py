@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import write_muse_csv
 
 from leaf_sk.checkpoint import load_checkpoint, read_metadata
 from leaf_sk.cli import main
@@ -17,7 +18,6 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:.*template channels .* are interpolated:UserWarning")
 
 REPO = Path(__file__).resolve().parents[1]
-MUSE_HEADER = ["timestamps", "TP9", "AF7", "AF8", "TP10", "Right AUX", "Marker0"]
 FIF_CHANNELS = ["Fz", "C3", "Cz", "C4", "Pz", "O1", "O2", "FCz"]
 TINY_RUN = ["--size", "tiny", "--max-epochs", "1", "--n-windows", "2", "--batch-size", "4",
             "--quiet"]
@@ -25,15 +25,8 @@ TINY_RUN = ["--size", "tiny", "--max-epochs", "1", "--n-windows", "2", "--batch-
 
 
 
-def write_muse_csv(path, seconds=12.0, sfreq=256.0, seed=0):
-    """A muse-lsl style recording: ms-rounded timestamps, µV values, a few stimulus codes."""
-    rng = np.random.default_rng(seed)
-    n_samples = int(seconds * sfreq)
-    table = np.zeros((n_samples, len(MUSE_HEADER)))
-    table[:, 0] = np.round(1000.0 + np.arange(n_samples) / sfreq, 3)
-    table[:, 1:6] = np.round(rng.standard_normal((n_samples, 5)) * 20.0, 3)
-    table[[10, 300, 700], -1] = [1, 2, 1]
-    np.savetxt(path, table, delimiter=",", header=",".join(MUSE_HEADER), comments="", fmt="%.3f")
+def write_muse_file(path, seconds=12.0, sfreq=256.0):
+    write_muse_csv(path, n_samples=int(seconds * sfreq), sfreq=sfreq)
     return path
 
 
@@ -47,7 +40,7 @@ def write_fif(path, seconds=10.0, sfreq=200.0, seed=0):
 
 
 def test_pretrain_from_muse_csv(tmp_path, capsys):
-    csv = write_muse_csv(tmp_path / "rec.csv")
+    csv = write_muse_file(tmp_path / "rec.csv")
     out = tmp_path / "run"
     status = main(["pretrain", "--files", str(csv), "--out", str(out), "--segment-seconds", "2",
                    "--l-freq", "1", "--h-freq", "40", *TINY_RUN])
@@ -109,7 +102,7 @@ def _text_file(path):
     (["--files", "{csv}", "--device", "tpu"], r"device='tpu' is not a torch device"),
 ])
 def test_bad_arguments_exit_2_with_a_message(tmp_path, capsys, arguments, match):
-    paths = {"tmp": tmp_path, "csv": write_muse_csv(tmp_path / "rec.csv", seconds=4.0),
+    paths = {"tmp": tmp_path, "csv": write_muse_file(tmp_path / "rec.csv", seconds=4.0),
              "bad_csv": _bad_csv(tmp_path / "other.csv"),
              "text": _text_file(tmp_path / "notes.txt")}
     argv = ["pretrain", "--out", str(tmp_path / "run"), "--size", "tiny", "--quiet",

@@ -4,28 +4,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import MUSE_HEADER, write_muse_csv
 
 from leaf_sk._input import prepare_unlabelled
 from leaf_sk.io import MUSE_EEG_CHANNELS, find_muse_files, read_muse_csv
 
 MUSE_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "muse"
-HEADER = ["timestamps", "TP9", "AF7", "AF8", "TP10", "Right AUX", "Marker0"]
-
-
-def _write_muse_csv(path, *, n_samples=1024, sfreq=256.0, header=HEADER, seed=0):
-    """A small muse-lsl style file: ms-rounded timestamps, µV values, codes at 3 samples."""
-    rng = np.random.default_rng(seed)
-    table = np.zeros((n_samples, len(header)))
-    table[:, 0] = np.round(1000.0 + np.arange(n_samples) / sfreq, 3)
-    table[:, 1:6] = np.round(rng.standard_normal((n_samples, 5)) * 20.0, 3)
-    table[[10, 300, 700], -1] = [1, 2, 1]
-    np.savetxt(path, table, delimiter=",", header=",".join(header), comments="", fmt="%.3f")
-    return table
 
 
 def test_read_muse_csv(tmp_path):
     path = tmp_path / "rec.csv"
-    table = _write_muse_csv(path)
+    table = write_muse_csv(path)
     raw = read_muse_csv(path)
     assert raw.ch_names == list(MUSE_EEG_CHANNELS)
     assert set(raw.get_channel_types()) == {"eeg"}
@@ -39,13 +28,13 @@ def test_read_muse_csv(tmp_path):
 
 def test_read_muse_csv_marker_column_variant(tmp_path):
     path = tmp_path / "rec.csv"
-    _write_muse_csv(path, header=HEADER[:-1] + ["Marker"])
+    write_muse_csv(path, header=MUSE_HEADER[:-1] + ["Marker"])
     assert len(read_muse_csv(path).annotations) == 3
 
 
 def test_read_muse_csv_off_nominal_rate_warns(tmp_path):
     path = tmp_path / "rec.csv"
-    _write_muse_csv(path, sfreq=220.0)
+    write_muse_csv(path, sfreq=220.0)
     with pytest.warns(UserWarning, match=r"timestamps give 220.0\d Hz, not the Muse's nominal 256 Hz"):
         raw = read_muse_csv(path)
     assert raw.info["sfreq"] == pytest.approx(220.0, rel=1e-3)
@@ -53,7 +42,7 @@ def test_read_muse_csv_off_nominal_rate_warns(tmp_path):
 
 def test_read_muse_csv_wrong_columns(tmp_path):
     path = tmp_path / "other.csv"
-    _write_muse_csv(path, header=["time", "C3", "C4", "Cz", "Pz", "x", "y"])
+    write_muse_csv(path, header=["time", "C3", "C4", "Cz", "Pz", "x", "y"])
     with pytest.raises(ValueError, match=r"not a Muse CSV file.*lacks the column\(s\) \['timestamps', "
                                          r"'TP9'.*wrap them in mne.io.RawArray"):
         read_muse_csv(path)
