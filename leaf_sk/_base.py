@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._input import (_listed, as_numeric_array, check_same_channels, make_channel_map,
                      read_trials, to_template)
 from .checkpoint import load_checkpoint
+from ._rng import seeded
 from .nn import SIZES, LeafConfig, LeafModel
 
 # Parameter constraints of the input, network and instruction shared by the estimators.
@@ -157,8 +158,7 @@ def build_model(checkpoint, size, d_text, seed, config=None):
     info : dict
         The checkpoint's document (empty for random weights).
     """
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         if checkpoint is None:
             return LeafModel(LeafConfig.from_size(size, **(config or {}), d_text=d_text or 384)), {}
         model, info = load_checkpoint(checkpoint, d_text=d_text)

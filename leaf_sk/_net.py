@@ -14,6 +14,7 @@ from skorch.history import History
 from torch.utils.data import Subset
 
 from ._atomic import atomic_path
+from ._rng import seeded
 
 logger = logging.getLogger("leaf_sk")
 
@@ -33,7 +34,9 @@ class SeededEpochsMixin:
     weights as an uninterrupted one, and the caller's global RNG state is left untouched.
     """
 
-    seed = 0
+    def __init__(self, *args, seed=0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.seed = seed
 
     def _process_tag(self):
         """Distinguishes the RNG streams of the processes of a distributed run ("" alone)."""
@@ -49,9 +52,7 @@ class SeededEpochsMixin:
             generator = getattr(getattr(iterator, "sampler", None), "generator", None)
         if isinstance(generator, torch.Generator):
             generator.manual_seed(epoch_seed(self.seed, epoch, f"{prefix}:sampler"))
-        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(epoch_seed(self.seed, epoch, prefix + self._process_tag()))
+        with seeded(epoch_seed(self.seed, epoch, prefix + self._process_tag())):
             return super().run_single_epoch(iterator, training, prefix, step_fn, **fit_params)
 
 
@@ -69,15 +70,11 @@ class ModuleComputedLoss:
 class STRNet(SeededEpochsMixin, NeuralNet):
     """skorch net for :class:`~leaf_sk.nn.STRPretrainer`; the loss is ``L_S + L_T``."""
 
-    def __init__(self, *args, seed=0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.seed = seed
-
     def get_loss(self, y_pred, y_true, X=None, training=False):
         self._record_components(y_pred, "train" if training else "valid")
         if y_pred.dim() == 2:
             y_pred = y_pred.mean(dim=0)
-        return y_pred[0] + y_pred[1]
+        return self.criterion_(y_pred)
 
     def _record_components(self, y_pred, prefix):
         values = y_pred.detach().float().cpu().numpy()

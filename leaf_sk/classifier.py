@@ -69,10 +69,6 @@ class AlignmentModule(torch.nn.Module):
 class AlignmentNet(_net.SeededEpochsMixin, _net.NeuralNet):
     """skorch net for instruction tuning: cross-entropy over cosine logits."""
 
-    def __init__(self, *args, seed=0, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.seed = seed
-
 
 class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     """Decode EEG by matching LEAF embeddings to sentence embeddings of the label texts.

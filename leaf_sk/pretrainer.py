@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from . import _net
 from ._base import Interval, StrOptions, _fit_context, check_torch_device, torch_seed
 from ._input import pad_or_crop, prepare_unlabelled
+from ._rng import seeded
 from .checkpoint import load_checkpoint, save_checkpoint
 from .montage import WINDOW_SAMPLES
 from .nn import SIZES, LeafConfig, STRPretrainer
@@ -156,12 +157,8 @@ class LeafPretrainer(BaseEstimator):
 
     def _make_module(self, seed):
         config = LeafConfig.from_size(self.size, **(self.config or {}))
-        torch_state = torch.random.get_rng_state()
-        torch.manual_seed(seed)
-        try:
+        with seeded(seed):
             module = STRPretrainer(config)
-        finally:
-            torch.random.set_rng_state(torch_state)
         if self.checkpoint is not None:
             loaded, _ = load_checkpoint(self.checkpoint)
             if loaded.config.replace(d_text=config.d_text) != config.replace(d_text=config.d_text):
@@ -282,9 +279,10 @@ class LeafPretrainer(BaseEstimator):
         self.config_ = self.module_.config
         self.history_ = _net.plain_values([{k: v for k, v in row.items() if k != "batches"}
                                            for row in net.history.to_list()])
-        n_train = len(data) - (len(data) // self.valid_every if self.valid_every
-                               and len(data) >= 2 * self.valid_every else 0)
-        self.n_windows_seen_ = n_train * self.n_windows * n_epochs_run
+        processes = getattr(getattr(net, "accelerator", None), "num_processes", 1)
+        trials_seen = sum(batch.get("train_batch_size", 0) for row in net.history[done:]
+                          for batch in row["batches"])
+        self.n_windows_seen_ = trials_seen * processes * self.n_windows
         self.windows_per_second_ = (self.n_windows_seen_ / elapsed if n_epochs_run
                                     else float("nan"))
         if self.checkpoint_dir is not None and self._is_main_process():
@@ -337,9 +335,7 @@ class LeafPretrainer(BaseEstimator):
         device = next(self.module_.parameters()).device
         totals = np.zeros(4)
         self.module_.eval()
-        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
-        with torch.no_grad(), torch.random.fork_rng(devices=devices):
-            torch.manual_seed(0)
+        with torch.no_grad(), seeded(0):
             for start in range(0, len(data), self.batch_size):
                 batch = torch.from_numpy(data[start:start + self.batch_size]).to(device)
                 totals += self.module_(batch).cpu().numpy() * len(batch)
