@@ -32,28 +32,17 @@ from leaf_sk.checkpoint import load_checkpoint, save_checkpoint
 from leaf_sk.classifier import AlignmentNet
 from leaf_sk.instructions import label_prototypes, sample_training_instructions
 from leaf_sk.text import DEFAULT_TEXT_ENCODER, get_text_encoder
+from moabb_eval import INSTRUCTIONS, LABEL_WORDS, SPLITS, dataset_and_paradigm  # this folder; run as a script
 
-TASKS = {
-    "kalunga": dict(family="ssvep", instruction="which flicker frequency was attended",
-                    texts={"13": "13 Hz flicker", "17": "17 Hz flicker", "21": "21 Hz flicker",
-                           "rest": "Resting"},
-                    train=list(range(1, 9)), test=[9, 10, 11]),
-    "physionet": dict(family="motor_imagery", instruction="which imagined movement is this",
-                      texts={"left_hand": "Left hand", "right_hand": "Right hand"},
-                      train=[1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14], test=[15, 16, 17, 18, 42]),
-}
+FAMILIES = {"kalunga": "ssvep", "physionet": "motor_imagery"}
+TASKS = {name: dict(family=family, instruction=INSTRUCTIONS[name], texts=LABEL_WORDS[name],
+                    **SPLITS[name])
+         for name, family in FAMILIES.items()}
 N_SAMPLES = 600  # 3 s at 200 Hz
 
 
 def load(name, subjects):
-    from moabb.datasets import Kalunga2016, PhysionetMI
-    from moabb.paradigms import SSVEP, LeftRightImagery
-
-    if name == "kalunga":
-        dataset, paradigm = Kalunga2016(subjects=subjects), SSVEP(n_classes=4)
-    else:
-        dataset, paradigm = PhysionetMI(imagined=True, subjects=subjects), LeftRightImagery()
-        dataset.feet_runs = []
+    dataset, paradigm = dataset_and_paradigm(name, subjects)
     epochs, y, meta = paradigm.get_data(dataset, subjects, return_epochs=True)
     return epochs.get_data(units="uV"), np.asarray(y), list(epochs.ch_names), epochs.info["sfreq"], meta
 

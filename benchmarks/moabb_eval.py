@@ -42,6 +42,13 @@ SPLITS = {
     "kalunga": dict(train=list(range(1, 9)), test=[9, 10, 11]),
     "physionet": dict(train=[1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14], test=[15, 16, 17, 18, 42]),
 }
+LABEL_WORDS = {
+    "kalunga": {"13": "13 Hz flicker", "17": "17 Hz flicker", "21": "21 Hz flicker",
+                "rest": "Resting"},
+    "physionet": {"left_hand": "Left hand", "right_hand": "Right hand"},
+}
+INSTRUCTIONS = {"kalunga": "which flicker frequency was attended",
+                "physionet": "which imagined movement is this"}
 FRONTAL = ["Fp1", "Fp2", "AF7", "AF8", "F7", "F8", "FT7", "FT8"]
 
 
@@ -86,9 +93,7 @@ def channel_info(dataset, paradigm, subject):
 def label_texts(name, paradigm, dataset):
     # MOABB label-encodes y (sorted event names) for array input.
     events = sorted(paradigm.used_events(dataset))
-    words = {"13": "13 Hz flicker", "17": "17 Hz flicker", "21": "21 Hz flicker", "rest": "Resting",
-             "left_hand": "Left hand", "right_hand": "Right hand"}
-    return {i: words.get(e, e) for i, e in enumerate(events)}
+    return {i: LABEL_WORDS[name].get(e, e) for i, e in enumerate(events)}
 
 
 def frontal_control(ch_names, sfreq):
@@ -105,8 +110,7 @@ def frontal_control(ch_names, sfreq):
 
 def pipelines(name, ch_names, sfreq, checkpoint, texts, epochs_tuned):
     common = dict(ch_names=ch_names, sfreq=sfreq, device="cpu")
-    instruction = {"kalunga": "which flicker frequency was attended",
-                   "physionet": "which imagined movement is this"}[name]
+    instruction = INSTRUCTIONS[name]
     pipes = {
         "TS+LR": make_pipeline(Covariances("oas"), TangentSpace(), LogisticRegression(max_iter=1000)),
         "MDM": make_pipeline(Covariances("oas"), MDM()),

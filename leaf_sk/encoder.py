@@ -129,7 +129,29 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         -------
         self
         """
-        self._template_data(X, fit=True)
+        self._fit(X)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_transform(self, X, y=None):
+        """Fit, then embed ``X``, mapping and resampling it once.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_trials, n_channels, n_times) or mne.Epochs
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        ndarray of shape (n_trials, n_features_out_), float32
+        """
+        data = self._fit(X)
+        return predict_in_batches(self._embed, data, self.batch_size, self.device_)
+
+    def _fit(self, X):
+        """Fitted state from ``X``; returns ``X`` on the template for a following transform."""
+        data = self._template_data(X, fit=True)
         self.device_ = check_torch_device(self.device)
         if self.instruction is not None:
             encoder = get_text_encoder(self.text_encoder)
@@ -148,7 +170,7 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         else:
             self.n_features_out_ = (model.config.n_filters if self.pooling == "logvar" else
                                     model.config.d_model * (2 if self.pooling == "mean+std" else 1))
-        return self
+        return data
 
     def _embed(self, batch):
         if self.instruction_vector_ is not None:

@@ -70,12 +70,19 @@ def test_pretrain_from_fif_with_python_m_then_resume(tmp_path):
     assert info["parts"] == ["tower"] and info["config"]["d_model"] == 16
     first = json.loads((out / "history.json").read_text())
     assert [row["epoch"] for row in first] == [1, 2]
-    # A second call with more epochs continues the run in --out.
+    # A second call with more epochs continues the run in --out. Mark the resume file, so that
+    # a run that started over (and, seeded, recomputed the same epoch 1) cannot pass.
+    import torch
+
+    state = torch.load(out / "resume.pt", weights_only=True)
+    state["history"][0]["marker"] = "from resume.pt"
+    torch.save(state, out / "resume.pt")
     assert main(["pretrain", "--files", str(fif), "--out", str(out), "--max-epochs", "3",
                  *TINY_RUN[:2], *TINY_RUN[4:]]) == 0
     resumed = json.loads((out / "history.json").read_text())
     assert [row["epoch"] for row in resumed] == [1, 2, 3]
     assert resumed[0]["train_L_S"] == first[0]["train_L_S"]
+    assert resumed[0]["marker"] == "from resume.pt" and "marker" not in resumed[2]
 
 
 def _bad_csv(path):
