@@ -183,15 +183,36 @@ def warn_if_qformer_untrained(info, checkpoint, what):
 
 
 def predict_in_batches(fn, data, batch_size, device):
-    """Apply ``fn`` to float32 ``data`` batch by batch in eval mode without gradients.
+    """Apply ``fn`` to float32 ``data`` in blocks of exactly ``batch_size`` trials.
+
+    Every forward pass has the same shape: the last block is zero-padded to ``batch_size``
+    rows and the padding's outputs are dropped. Matrix and convolution kernels pick their
+    blocking (hence their float32 rounding) from the shapes they are given, so this is what
+    makes a trial's output independent of which, and how many, trials share its call
+    (``fn`` must treat rows independently, as the networks do in eval mode).
+
+    Parameters
+    ----------
+    fn : callable
+        Tensor of shape (batch_size, ...) to a tensor with ``batch_size`` rows.
+    data : ndarray, shape (n_trials, ...)
+        float32.
+    batch_size : int
+        Trials per forward pass. 1 gives the lowest latency for a single trial.
+    device : str or torch.device
 
     Returns
     -------
-    ndarray, the outputs concatenated along the first axis (float32).
+    ndarray, shape (n_trials, ...), the outputs in order (float32).
     """
     outputs = []
     with torch.inference_mode():
         for start in range(0, len(data), batch_size):
-            batch = torch.from_numpy(np.ascontiguousarray(data[start:start + batch_size])).to(device)
-            outputs.append(fn(batch).float().cpu().numpy())
+            block = np.ascontiguousarray(data[start:start + batch_size])
+            n_rows = len(block)
+            if n_rows < batch_size:
+                padding = np.zeros((batch_size - n_rows,) + block.shape[1:], dtype=block.dtype)
+                block = np.concatenate([block, padding])
+            batch = torch.from_numpy(block).to(device)
+            outputs.append(fn(batch)[:n_rows].float().cpu().numpy())
     return np.concatenate(outputs, axis=0)

@@ -70,12 +70,25 @@ class QFormer(nn.Module):
         """
         batch, n_tokens, _ = tokens.shape
         if instruction.dim() == 1:
-            instruction = instruction.unsqueeze(0).expand(batch, -1)
+            # One instruction for every trial: its FiLM parameters are computed once and
+            # broadcast, so each trial's output does not depend on the batch around it.
+            instruction = instruction.unsqueeze(0)
         gamma, beta = self.film(instruction.to(tokens.dtype)).unsqueeze(1).chunk(2, dim=-1)
         tokens = (1 + gamma) * tokens + beta
         tokens = tokens + self.pos_embedding[:, self.positions(n_tokens // 2, tokens.device)]
         queries = self.base_queries.unsqueeze(0).expand(batch, -1, -1)
         for layer in self.layers:
             queries = layer(queries, tokens)
-        out = self.output_embed(self.final_norm(queries))
-        return F.normalize(out, dim=-1)
+        flat, dropout, linear = self.output_embed
+        return F.normalize(_rowwise_linear(dropout(flat(self.final_norm(queries))), linear), dim=-1)
+
+
+def _rowwise_linear(x, linear):
+    """``linear(x)`` for ``x`` of shape (batch, in), each row as its own product.
+
+    One (batch, in) matrix product rounds a row differently depending on where it falls in
+    the kernel's row blocks; a batch of (1, in) products does not, so a trial's output does
+    not depend on its position in the batch.
+    """
+    weight = linear.weight.T.unsqueeze(0).expand(len(x), -1, -1)
+    return torch.baddbmm(linear.bias.view(1, 1, -1), x.unsqueeze(1), weight).squeeze(1)
