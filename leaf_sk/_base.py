@@ -13,8 +13,8 @@ from sklearn.base import _fit_context  # noqa: F401
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._input import (_listed, as_numeric_array, check_same_channels, make_channel_map,
-                     read_trials, to_template)
+from ._input import (_listed, as_numeric_array, check_same_channels, is_epochs_sequence,
+                     make_channel_map, read_trials, to_template)
 from .checkpoint import load_checkpoint
 from ._rng import seeded
 from .nn import SIZES, LeafConfig, LeafModel
@@ -23,7 +23,7 @@ from .nn import SIZES, LeafConfig, LeafModel
 SHARED_CONSTRAINTS = {
     "checkpoint": [str, os.PathLike, None],
     "size": [StrOptions(set(SIZES))],
-    "ch_names": [list, tuple, None],
+    "ch_names": [list, tuple, np.ndarray, None],
     "sfreq": [Interval(Real, 0, None, closed="neither"), None],
     "units": [StrOptions({"uV", "µV", "V", "mV"}), None],
     "instruction": [str, None],
@@ -116,12 +116,19 @@ class LeafInputMixin:
         """
         import mne
 
-        if isinstance(X, (mne.BaseEpochs, mne.io.BaseRaw)):
+        if isinstance(X, (mne.BaseEpochs, mne.io.BaseRaw)) or is_epochs_sequence(X):
             return X, None
         X = as_numeric_array(X)
         if X.ndim != 2 or self.ch_names is None:
             return X, None
         n_channels = len(self.ch_names)
+        if n_channels > 1 and len(X) == n_channels:
+            raise ValueError(
+                f"2-D X of shape {X.shape} looks like one trial of the {n_channels} channels in "
+                f"ch_names ({X.shape[1]} samples), but 2-D input is read as flattened trials "
+                "(n_trials, n_channels * n_times). For one trial pass X[np.newaxis]; for "
+                f"{n_channels} flattened trials pass them 3-D, X.reshape({n_channels}, "
+                f"{n_channels}, -1).")
         if X.shape[1] == 0:
             raise ValueError(
                 f"2-D X has 0 feature(s) (shape={X.shape}) while a minimum of {n_channels} is "

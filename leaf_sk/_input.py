@@ -122,11 +122,15 @@ def _check_ch_names(ch_names):
         raise ValueError(
             "ch_names is required when X is an array; pass ch_names=[...] with one 10-10 name "
             "per row of X, or pass mne.Epochs, which carry them.")
+    if isinstance(ch_names, np.ndarray) and ch_names.ndim != 1:
+        raise TypeError(
+            f"ch_names must be one name per channel, got an array of shape {ch_names.shape}; "
+            "pass a list, tuple or 1-D array of strings, e.g. ch_names=['C3', 'Cz', 'C4'].")
     if isinstance(ch_names, str) or not all(isinstance(name, str) for name in ch_names):
         raise TypeError(
-            f"ch_names must be a list of strings, one per channel, got {ch_names!r}; "
-            "pass e.g. ch_names=['C3', 'Cz', 'C4'].")
-    names = tuple(ch_names)
+            f"ch_names must be a list, tuple or 1-D array of strings, one per channel, got "
+            f"{ch_names!r}; pass e.g. ch_names=['C3', 'Cz', 'C4'].")
+    names = tuple(str(name) for name in ch_names)
     seen, duplicates = set(), []
     for name in names:
         if name in seen and name not in duplicates:
@@ -161,6 +165,41 @@ def _epochs_to_array(epochs, ch_names, sfreq):
             f"sfreq={sfreq!r} disagrees with epochs.info['sfreq']={info_sfreq}; leave sfreq=None "
             "with mne.Epochs (it is read from epochs.info), or resample the Epochs.")
     return epochs.get_data(picks=picks), info_names, info_sfreq
+
+
+def is_epochs_sequence(X):
+    """Whether ``X`` is a non-empty list or tuple of ``mne.Epochs``.
+
+    scikit-learn's splitters and searches index ``mne.Epochs`` (which have no ``shape``)
+    into a list of one-trial Epochs; such a list is read as one set of trials.
+    """
+    import mne
+
+    return (isinstance(X, (list, tuple)) and len(X) > 0
+            and all(isinstance(element, mne.BaseEpochs) for element in X))
+
+
+def _epochs_sequence_to_array(sequence, ch_names, sfreq):
+    """Trials of several Epochs with one channel set and one rate, stacked: (n, c, t) in volts."""
+    parts = [_epochs_to_array(epochs, ch_names, sfreq) for epochs in sequence]
+    data, names, rate = parts[0]
+    for index, (other, other_names, other_rate) in enumerate(parts[1:], start=1):
+        if other_names != names:
+            raise ValueError(
+                f"X[{index}] has other EEG channels than X[0] ({_listed(other_names)} against "
+                f"{_listed(names)}); a list of Epochs is read as one set of trials, so all must "
+                "have the same good EEG channels in the same order (epochs.reorder_channels, "
+                "or mark the same channels bad).")
+        if not np.isclose(other_rate, rate):
+            raise ValueError(
+                f"X[{index}] is sampled at {other_rate:g} Hz and X[0] at {rate:g} Hz; a list of "
+                "Epochs is read as one set of trials, so resample them to one rate first "
+                "(epochs.resample).")
+        if other.shape[-1] != data.shape[-1]:
+            raise ValueError(
+                f"X[{index}] has trials of {other.shape[-1]} samples and X[0] of "
+                f"{data.shape[-1]}; crop the Epochs to one length (epochs.crop) first.")
+    return np.concatenate([part[0] for part in parts]), names, rate
 
 
 def as_numeric_array(X):
@@ -234,9 +273,10 @@ def read_trials(X, *, ch_names=None, sfreq=None, units=None):
 
     Parameters
     ----------
-    X : mne.Epochs or array-like, shape (n_trials, n_channels, n_times)
+    X : mne.Epochs, list of mne.Epochs, or array-like, shape (n_trials, n_channels, n_times)
         With Epochs, only EEG channels not marked bad are kept, and names and rate come
-        from ``info``.
+        from ``info``. A list of Epochs (what scikit-learn's splitters make of Epochs) is
+        one set of trials: all must share channels, rate and length.
     ch_names : list of str, length n_channels, optional
         Required for arrays; for Epochs it must agree with ``info`` if given.
     sfreq : float, optional
@@ -254,6 +294,12 @@ def read_trials(X, *, ch_names=None, sfreq=None, units=None):
     ------
     TypeError, ValueError
         Naming the problem, the value received and the fix.
+
+    Warns
+    -----
+    UserWarning
+        When the amplitudes are implausible for EEG in the given unit (a channel's typical
+        standard deviation within a trial outside 0.05-5000 µV), naming the likely unit.
     """
     import mne
 
@@ -262,12 +308,15 @@ def read_trials(X, *, ch_names=None, sfreq=None, units=None):
             "X is a continuous mne.io.Raw, not trials; cut it into epochs first "
             "(mne.Epochs or mne.make_fixed_length_epochs), or use prepare_unlabelled for "
             "unlabelled recordings.")
-    if isinstance(X, mne.BaseEpochs):
-        factor = _UNIT_TO_MICROVOLT[_check_units(units, "V")]
-        data, names, rate = _epochs_to_array(X, ch_names, sfreq)
+    if isinstance(X, mne.BaseEpochs) or is_epochs_sequence(X):
+        unit = _check_units(units, "V")
+        if isinstance(X, mne.BaseEpochs):
+            data, names, rate = _epochs_to_array(X, ch_names, sfreq)
+        else:
+            data, names, rate = _epochs_sequence_to_array(X, ch_names, sfreq)
         data = _check_array(data)
     else:
-        factor = _UNIT_TO_MICROVOLT[_check_units(units, "uV")]
+        unit = _check_units(units, "uV")
         data = _check_array(X)
         names = _check_ch_names(ch_names)
         rate = _check_sfreq(sfreq)
@@ -277,8 +326,82 @@ def read_trials(X, *, ch_names=None, sfreq=None, units=None):
                 "per row of X, or pass mne.Epochs.")
     _check_ch_names(names)
     _check_finite(data)
-    data = np.ascontiguousarray(data, dtype=np.float64) * factor
+    data = np.ascontiguousarray(data, dtype=np.float64) * _UNIT_TO_MICROVOLT[unit]
+    _check_amplitude(data, unit, given=units is not None)
     return EEGTrials(data=data, ch_names=tuple(names), sfreq=rate)
+
+
+# Typical EEG: a channel's standard deviation within a trial is a few to a few hundred µV.
+_PLAUSIBLE_STD_UV = (0.05, 5000.0)
+_TYPICAL_STD_UV = 20.0
+
+
+def _check_amplitude(data, unit, *, given):
+    """Warn when the amplitudes in µV are implausible for EEG, naming the likely unit.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_trials, n_channels, n_times)
+        Microvolts, as read with ``unit``.
+    unit : str
+        The unit the values were read in.
+    given : bool
+        Whether the user passed ``units`` (otherwise it is the default of the input type).
+    """
+    spread = data.std(axis=-1)
+    live = spread[spread > 0]
+    if live.size == 0:
+        return
+    typical = float(np.median(live))
+    low, high = _PLAUSIBLE_STD_UV
+    if low <= typical <= high:
+        return
+    # The unit that would bring the typical spread nearest to that of EEG.
+    likely = min(_ACCEPTED_UNITS, key=lambda u: abs(np.log10(
+        typical / _UNIT_TO_MICROVOLT[unit] * _UNIT_TO_MICROVOLT[u] / _TYPICAL_STD_UV)))
+    how = f"units={unit!r}" if given else f"units=None, i.e. {unit!r} for this input"
+    fix = (f"pass units={likely!r}" if likely != unit else
+           "check the scaling of X (EEG channels typically vary by 1-500 µV)")
+    warnings.warn(
+        f"The EEG amplitudes look implausible for {how}: a channel's standard deviation within a "
+        f"trial is typically {typical:.3g} µV (EEG: about 1-500 µV). If X is in {likely}, "
+        f"{fix}. Each trial is scaled on its own, so the output does not change, but the data "
+        "may not be what you think it is.", UserWarning, stacklevel=3)
+
+
+def _check_flat(data, ch_names, used=None):
+    """Warn naming the trials and channels that are constant (flat) in time.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_trials, n_channels, n_times)
+    ch_names : sequence of str, length n_channels
+    used : ndarray of bool, shape (n_channels,), optional
+        Only these channels are checked (the others do not reach the model).
+    """
+    flat = np.ptp(data, axis=-1) == 0
+    if used is not None:
+        flat &= used[None, :]
+    if not flat.any():
+        return
+    n_checked = flat.shape[1] if used is None else int(used.sum())
+    whole = np.flatnonzero(flat.sum(axis=1) == n_checked)
+    parts = []
+    if whole.size:
+        parts.append(f"trial(s) {_listed(whole.tolist())} are flat on every channel (all-zero or "
+                     "constant): they carry no signal, and their output is meaningless")
+    partly = flat.copy()
+    partly[whole] = False
+    channels = np.flatnonzero(partly.any(axis=0))
+    if channels.size:
+        listing = "; ".join(f"{ch_names[c]!r} in trial(s) {_listed(np.flatnonzero(partly[:, c]).tolist())}"
+                            for c in channels[:_MAX_LISTED])
+        more = f"; ... ({channels.size - _MAX_LISTED} more channels)" if channels.size > _MAX_LISTED else ""
+        parts.append(f"these channels are flat (constant): {listing}{more}; a disconnected "
+                     "electrode distorts the spatial filters")
+    warnings.warn(
+        "; ".join(parts) + ". Drop those trials, or mark the channels bad (Epochs) or remove "
+        "them from X and ch_names so that they are interpolated.", UserWarning, stacklevel=3)
 
 
 def make_channel_map(ch_names, *, release_compat=False):
@@ -306,7 +429,7 @@ def make_channel_map(ch_names, *, release_compat=False):
     -----
     UserWarning
         When input channels are ignored, and when more than half of the template is
-        interpolated.
+        interpolated; once per channel set in a process.
 
     Notes
     -----
@@ -318,6 +441,9 @@ def make_channel_map(ch_names, *, release_compat=False):
     if not names:
         raise ValueError("ch_names is empty; pass one name per channel of X.")
     channel_map = _cached_channel_map(names, bool(release_compat))
+    if names in _WARNED_CHANNEL_SETS:
+        return channel_map
+    _WARNED_CHANNEL_SETS.add(names)
     if channel_map.ignored:
         warnings.warn(
             f"Ignoring {len(channel_map.ignored)} non-EEG or reference channel(s) "
@@ -331,6 +457,10 @@ def make_channel_map(ch_names, *, release_compat=False):
             "recorded ones; the spline estimate is unreliable so far from the electrodes. "
             "Use a cap with more 10-10 channels if you can.", UserWarning, stacklevel=2)
     return channel_map
+
+
+# Channel sets whose map warnings were given: once per channel set and process.
+_WARNED_CHANNEL_SETS = set()
 
 
 @lru_cache(maxsize=64)
@@ -499,6 +629,11 @@ def to_template(trials, channel_map, *, min_windows=2, max_windows=MAX_WINDOWS):
     ------
     ValueError
         If the channels disagree with ``channel_map`` or trials are too short.
+
+    Warns
+    -----
+    UserWarning
+        Naming the trials and channels that are flat (constant in time).
     """
     _check_window_counts(min_windows, max_windows)
     n_in = trials.data.shape[1]
@@ -529,6 +664,7 @@ def to_template(trials, channel_map, *, min_windows=2, max_windows=MAX_WINDOWS):
             f"{max_windows} windows are used. Segment longer trials to use all of them.",
             UserWarning, stacklevel=2)
         n_windows = max_windows
+    _check_flat(trials.data, trials.ch_names, channel_map.used)
     kept = data[..., : n_windows * WINDOW_SAMPLES]
     return np.matmul(channel_map.matrix, scale_trials(kept, channel_map.used)).astype(np.float32)
 

@@ -100,10 +100,12 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     instruction_level : {0, 1, 2}
         0: the placeholder instruction "None"; 1: ``instruction``; 2: ``instruction`` blended
         with the mean embedding of all candidate label texts (the paper's levels).
-    label_texts : dict or None
-        Maps each value of ``y`` to its words, e.g. ``{1: "left hand", 2: "right hand"}``.
-        Default: the packaged text for common MOABB event names (``"left_hand"`` to "Left"),
-        else ``str(label)``.
+    label_texts : dict, list of str or None
+        The words of each class: a dict mapping each value of ``y`` to its words, e.g.
+        ``{1: "left hand", 2: "right hand"}``, or a list of one text per class in the order
+        of ``np.unique(y)``. With ``y=None`` (zero-shot) the classes are the dict's keys, or
+        the texts of a list. Default: the packaged text for common MOABB event names
+        (``"left_hand"`` to "Left"), else ``str(label)``.
     text_encoder : str
         Sentence encoder name or path (default all-MiniLM-L6-v2), or ``"hashing"``.
     max_epochs : int
@@ -122,6 +124,11 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         Parts of the network kept fixed during training.
     logit_scale : float
         Multiplies the cosine similarities before the softmax (1 in the release).
+    warm_start : bool
+        Keep the training state (the skorch net with its optimizer) after ``fit``, and let the
+        next ``fit`` continue from it for ``max_epochs`` more epochs (at the schedule's final
+        learning rate) on data of the same channels and classes. False (default) keeps only
+        what prediction needs, so a fitted classifier pickles several times smaller.
 
     callbacks : list or None
         Extra skorch callbacks, e.g. ``[EarlyStopping()]``.
@@ -146,7 +153,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     module_ : AlignmentModule
         The network with its prototypes.
     net_ : skorch.NeuralNet or None
-        The net that trained it (None with ``max_epochs=0``).
+        The net that trained it, with its optimizer state; kept only with ``warm_start=True``
+        (None otherwise).
     history_ : list of dict
         Per-epoch training record.
     channel_map_, ch_names_, sfreq_, n_features_in_
@@ -161,7 +169,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
 
     _parameter_constraints = {
         **SHARED_CONSTRAINTS,
-        "label_texts": [dict, None],
+        "label_texts": [dict, list, tuple, np.ndarray, None],
         "text_encoder": [str],
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
         "lr": [Interval(Real, 0, None, closed="neither")],
@@ -171,6 +179,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "freeze": [StrOptions({"none", "encoder", "tokenizer"})],
         "logit_scale": [Interval(Real, 0, None, closed="neither")],
+        "warm_start": ["boolean"],
         "callbacks": [list, None],
         "train_split": [callable, None],
         "device": [str],
@@ -182,8 +191,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
                  instruction=None, instruction_level=2, label_texts=None,
                  text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=20, lr=2e-4, lr_tokenizer=1e-3,
                  weight_decay=1e-3, warmup_epochs=1.0, batch_size=32, freeze="none",
-                 logit_scale=1.0, callbacks=None, train_split=None, device="auto", verbose=0,
-                 random_state=None):
+                 logit_scale=1.0, warm_start=False, callbacks=None, train_split=None,
+                 device="auto", verbose=0, random_state=None):
         self.checkpoint = checkpoint
         self.size = size
         self.ch_names = ch_names
@@ -201,16 +210,29 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.freeze = freeze
         self.logit_scale = logit_scale
+        self.warm_start = warm_start
         self.callbacks = callbacks
         self.train_split = train_split
         self.device = device
         self.verbose = verbose
         self.random_state = random_state
 
-    def _texts_for(self, labels):
+    def _texts_for(self, labels, *, from_y=True):
+        """The words of each of ``labels`` (the sorted classes) from ``label_texts``."""
         if self.label_texts is None:
             return [default_label_text(label) for label in labels]
-        texts = {_plain(k): v for k, v in self.label_texts.items()}
+        if not isinstance(self.label_texts, dict):
+            given = list(self.label_texts)
+            if not from_y:  # the classes are the texts themselves
+                return [str(label) for label in labels]
+            if len(given) != len(labels):
+                raise ValueError(
+                    f"label_texts lists {len(given)} text(s) but y has {len(labels)} classes "
+                    f"{[_plain(c) for c in labels]}; pass one text per class in the order of "
+                    "np.unique(y), or a dict {label: text}.")
+            texts = dict(zip([_plain(label) for label in labels], given))
+        else:
+            texts = {_plain(k): v for k, v in self.label_texts.items()}
         missing = [label for label in labels if _plain(label) not in texts]
         if missing:
             raise ValueError(
@@ -233,19 +255,23 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
             EEG trials of at least 1 s.
         y : array-like of shape (n_trials,) or None
             Labels (strings or integers). None is allowed with ``max_epochs=0`` and
-            ``label_texts``: the classes are then the keys of ``label_texts``.
+            ``label_texts``: the classes are then the keys of a dict ``label_texts``, or the
+            texts of a list.
 
         Returns
         -------
         self
         """
+        previous = self._warm_state()
         data = self._template_data(X, fit=True)
         if y is None:
             if self.max_epochs or self.label_texts is None:
                 raise ValueError(
                     f"{type(self).__name__} requires y to be passed, but the target y is None; "
                     "pass y, or use max_epochs=0 with label_texts for zero-shot decoding.")
-            self.classes_ = np.unique(np.asarray(list(self.label_texts)))
+            self.classes_ = np.unique(np.asarray(
+                list(self.label_texts) if isinstance(self.label_texts, dict)
+                else [str(text) for text in self.label_texts]))
         else:
             y = column_or_1d(y, warn=True)
             if len(y) != len(data):
@@ -256,7 +282,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"y has one class ({self.classes_.tolist()}); a classifier needs at least two. "
                 "Pass trials of two or more classes.")
-        self.label_texts_ = self._texts_for(self.classes_)
+        self.label_texts_ = self._texts_for(self.classes_, from_y=y is not None)
         if self.max_epochs == 0 and self.label_texts is None and np.issubdtype(self.classes_.dtype, np.number):
             warnings.warn(
                 "Zero-shot decoding (max_epochs=0) with numeric labels compares EEG with the texts "
@@ -267,6 +293,9 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         self.instruction_vector_ = instruction_vector(
             encoder, self.instruction, int(self.instruction_level), self.label_texts_)
         self.device_ = check_torch_device(self.device)
+        if previous is not None:
+            self._continue_training(previous, data, y)
+            return self
         seed = torch_seed(self.random_state)
         model, info = build_model(self.checkpoint, self.size, encoder.dim, seed)
         if not self.max_epochs:
@@ -277,12 +306,44 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         self.history_ = []
         if self.max_epochs:
             targets = np.searchsorted(self.classes_, y).astype(np.int64)
-            self.net_ = self._make_net(module, seed)
-            self.net_.fit(data, targets)
-            self.history_ = [{k: v for k, v in row.items() if k != "batches"}
-                             for row in self.net_.history.to_list()]
+            net = self._make_net(module, seed)
+            net.fit(data, targets)
+            self._keep_training_state(net)
         self.module_ = module.to(self.device_).eval()
         return self
+
+    def _warm_state(self):
+        """What a ``warm_start`` fit continues from, or None for a fit from scratch."""
+        if not self.warm_start or getattr(self, "net_", None) is None:
+            return None
+        return {"ch_names": list(self.ch_names_), "classes": self.classes_,
+                "label_texts": list(self.label_texts_), "instruction": self.instruction_vector_}
+
+    def _continue_training(self, previous, data, y):
+        """``warm_start``: train the kept net ``max_epochs`` more epochs on the new data."""
+        changed = [what for what, same in (
+            ("channels", previous["ch_names"] == self.ch_names_),
+            ("classes", np.array_equal(previous["classes"], self.classes_)),
+            ("label texts", previous["label_texts"] == self.label_texts_),
+            ("instruction", np.array_equal(previous["instruction"], self.instruction_vector_)))
+            if not same]
+        if changed:
+            raise ValueError(
+                f"warm_start=True continues the previous fit, but the {', '.join(changed)} "
+                "differ from it; pass data of the same channels and classes with the same texts "
+                "and instruction, or set warm_start=False to fit from scratch.")
+        if self.max_epochs:
+            targets = np.searchsorted(self.classes_, y).astype(np.int64)
+            self.net_.partial_fit(data, targets, epochs=self.max_epochs)
+            self._keep_training_state(self.net_)
+        self.module_ = self.net_.module_.to(self.device_).eval()
+
+    def _keep_training_state(self, net):
+        """Record the history; keep the net (with its optimizer) only for ``warm_start``."""
+        self.history_ = [{k: v for k, v in row.items() if k != "batches"}
+                         for row in net.history.to_list()]
+        net.module_.zero_grad(set_to_none=True)
+        self.net_ = net if self.warm_start else None
 
     def _make_net(self, module, seed):
         callbacks = [("lr_schedule", _net.WarmupCosineLR(self.warmup_epochs, 0.1)),

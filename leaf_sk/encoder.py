@@ -47,14 +47,15 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
     instruction_level : {0, 1, 2}
         0: the placeholder instruction; 1: ``instruction``; 2: ``instruction`` blended with the
         mean of ``label_texts`` (needs ``label_texts``).
-    label_texts : list of str or None
-        Candidate label texts for ``instruction_level=2``.
+    label_texts : list of str, dict or None
+        Candidate label texts for ``instruction_level=2``: a list, or a dict
+        ``{label: text}`` as :class:`LeafInstructionClassifier` takes (its texts are used).
     pooling : {"mean", "mean+std", "logvar"}
         How a trial becomes one vector when no instruction is given: the mean (and standard
         deviation) of the 2N Tower tokens, or ``"logvar"``, the log-variance of each tokenizer
         filter's output (its fused spatio-temporal convolution) averaged over the windows, a
-        band-power readout of ``n_filters`` features. On held-out subjects ``"logvar"`` was
-        the best readout for SSVEP and motor imagery (benchmarks/RESULTS.md).
+        band-power readout of ``n_filters`` features. Only for pooled tokens: with an
+        ``instruction`` it must stay ``"mean"``.
     text_encoder : str
         Sentence encoder name or path (default all-MiniLM-L6-v2, offline when the ``offline``
         extra is installed), or ``"hashing"`` / ``"hashing-<dim>"`` for a tiny deterministic stand-in.
@@ -89,7 +90,7 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
 
     _parameter_constraints = {
         **SHARED_CONSTRAINTS,
-        "label_texts": [list, tuple, None],
+        "label_texts": [list, tuple, dict, np.ndarray, None],
         "pooling": [StrOptions({"mean", "mean+std", "logvar"})],
         "text_encoder": [str],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -151,13 +152,22 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
 
     def _fit(self, X):
         """Fitted state from ``X``; returns ``X`` on the template for a following transform."""
+        if self.instruction is not None and self.pooling != "mean":
+            raise ValueError(
+                f"pooling={self.pooling!r} pools the Tower tokens, but with instruction="
+                f"{self.instruction!r} the features are the Q-Former's embedding, which is not "
+                "pooled; leave pooling='mean' (the default) with an instruction, or set "
+                "instruction=None to use pooled tokens.")
         data = self._template_data(X, fit=True)
         self.device_ = check_torch_device(self.device)
         if self.instruction is not None:
             encoder = get_text_encoder(self.text_encoder)
             d_text = encoder.dim
+            texts = self.label_texts
+            if isinstance(texts, dict):
+                texts = list(texts.values())
             self.instruction_vector_ = instruction_vector(
-                encoder, self.instruction, int(self.instruction_level), self.label_texts)
+                encoder, self.instruction, int(self.instruction_level), texts)
         else:
             d_text = None
             self.instruction_vector_ = None

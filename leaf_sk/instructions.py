@@ -146,8 +146,12 @@ def label_prototypes(encoder: str | TextEncoder, label_texts: Sequence[str]) -> 
 
 
 def _label_centroid(encoder: TextEncoder, label_texts: Sequence[str]) -> np.ndarray:
-    """Normalised mean of all candidate label embeddings, shape (dim,)."""
-    return _l2_normalize(label_prototypes(encoder, label_texts).mean(axis=0))
+    """Normalised mean of all candidate label embeddings, shape (dim,).
+
+    Does not warn about duplicate texts: :func:`label_prototypes` does, once, where the
+    prototypes are made.
+    """
+    return _l2_normalize(encoder.encode(_check_label_texts(label_texts)).mean(axis=0))
 
 
 def _blend_level2(v_ins: np.ndarray, centroid: np.ndarray) -> np.ndarray:
@@ -158,7 +162,7 @@ def _blend_level2(v_ins: np.ndarray, centroid: np.ndarray) -> np.ndarray:
 def _check_level(level) -> int:
     if isinstance(level, bool) or level not in LEVELS:
         raise ValueError(
-            f"instruction level must be 0 (generic 'None'), 1 (task instruction) or "
+            f"instruction_level must be 0 (generic 'None'), 1 (task instruction) or "
             f"2 (instruction + candidate labels); got {level!r}"
         )
     return int(level)
@@ -209,7 +213,9 @@ def instruction_vector(
     if level < 2:
         return vector
     if label_texts is None:
-        raise ValueError("instruction level 2 needs the candidate label_texts; pass them, or use level=1")
+        raise ValueError("instruction_level=2 blends the instruction with the candidate label texts, "
+                         "but label_texts is None; pass label_texts (one text per class), or use "
+                         "instruction_level=1")
     return _blend_level2(vector, _label_centroid(encoder, label_texts))
 
 

@@ -106,3 +106,12 @@ def make_estimator(tiny_params):
         return cls(**params)
 
     return _make_estimator
+
+
+@pytest.fixture(autouse=True)
+def _fresh_channel_warnings():
+    """Channel-map warnings come once per channel set and process; each test starts afresh."""
+    from leaf_sk import _input
+
+    _input._WARNED_CHANNEL_SETS.clear()
+    yield

@@ -67,7 +67,7 @@ def test_instruction_levels_change_the_features(make_estimator, trials):
 def test_level2_needs_label_texts(make_estimator, trials):
     X, _ = trials
     encoder = make_estimator(LeafEncoder, instruction="motor imagery", instruction_level=2)
-    with pytest.raises(ValueError, match="level 2 needs the candidate label_texts.*pass them"):
+    with pytest.raises(ValueError, match="instruction_level=2 blends.*label_texts is None; pass label_texts.*instruction_level=1"):
         encoder.fit(X)
 
 

@@ -54,6 +54,7 @@ def test_read_trials_array(trials_uv):
     assert trials.data is not trials_uv
 
 
+@pytest.mark.filterwarnings("ignore:The EEG amplitudes look implausible:UserWarning")
 @pytest.mark.parametrize("units, factor", [("V", 1e6), ("mV", 1e3), ("uV", 1.0), ("µV", 1.0)])
 def test_read_trials_units(trials_uv, units, factor):
     trials = read_trials(trials_uv, ch_names=BCI_IV_2A, sfreq=250, units=units)
@@ -130,7 +131,7 @@ def test_read_trials_ch_names_errors(trials_uv):
         read_trials(trials_uv, ch_names=BCI_IV_2A[:20], sfreq=250)
     with pytest.raises(ValueError, match=r"more than once: \['C3', 'Cz'\].*drop or rename"):
         read_trials(trials_uv, ch_names=BCI_IV_2A[:20] + ["C3", "Cz"], sfreq=250)
-    with pytest.raises(TypeError, match=r"list of strings.*ch_names=\['C3'"):
+    with pytest.raises(TypeError, match=r"list, tuple or 1-D array of strings.*ch_names=\['C3'"):
         read_trials(trials_uv, ch_names="C3", sfreq=250)
 
 

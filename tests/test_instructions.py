@@ -144,7 +144,7 @@ def test_instruction_errors():
         instruction_vector(ENC, ["a"], 1)
     with pytest.raises(ValueError, match=r"instruction is blank; pass a sentence, or None"):
         instruction_vector(ENC, "  ", 2, LABELS)
-    with pytest.raises(ValueError, match=r"level 2 needs the candidate label_texts; pass them, or use level=1"):
+    with pytest.raises(ValueError, match=r"instruction_level=2 blends.*label_texts is None.*or use instruction_level=1"):
         instruction_vector(ENC, MI, 2)
 
 
