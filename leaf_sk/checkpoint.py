@@ -9,20 +9,27 @@ training provenance. It is written atomically and read without unpickling anythi
 from __future__ import annotations
 
 import json
+import os
 import re
 import warnings
+import zipfile
 from importlib import resources
 from pathlib import Path
 
 import torch
 
 from ._atomic import atomic_path
-from .nn import LeafConfig, LeafModel
+from .nn import SIZES, LeafConfig, LeafModel
 
 FORMAT_NAME = "leaf-sk"
 FORMAT_VERSION = 1
 _METADATA_KEY = "leaf_sk"
 _PACKAGED_DIR = "data"
+# What ``leaf-sk pretrain --out DIR`` writes (the names of leaf_sk.pretrainer and leaf_sk.cli,
+# repeated here because the pretrainer imports this module).
+MODEL_FILE = "tower.safetensors"
+RESUME_FILE = "resume.pt"
+_EPOCH_NUMBER = re.compile(r"epoch[-_]?(\d+)\.safetensors$")
 
 
 def packaged_checkpoints():
@@ -33,12 +40,13 @@ def packaged_checkpoints():
 
 
 def resolve_checkpoint(checkpoint):
-    """Path of a checkpoint given as a packaged name or a path.
+    """Path of a checkpoint given as a packaged name, a file or a ``leaf-sk pretrain`` folder.
 
     Parameters
     ----------
-    checkpoint : str or Path
-        A name from :func:`packaged_checkpoints` or a file path.
+    checkpoint : str or os.PathLike
+        A name from :func:`packaged_checkpoints`, a file path, or the ``--out`` folder of
+        ``leaf-sk pretrain`` (its ``tower.safetensors`` is taken).
 
     Returns
     -------
@@ -47,20 +55,79 @@ def resolve_checkpoint(checkpoint):
     Raises
     ------
     FileNotFoundError
-        Naming the path tried and the packaged names.
+        Naming the path tried and the packaged names; for a folder without
+        ``tower.safetensors``, what the folder holds and which file to pass instead.
+    TypeError
+        When ``checkpoint`` is neither a string nor a path.
     """
-    if isinstance(checkpoint, (str, Path)):
-        name = str(checkpoint)
-        if name in packaged_checkpoints():
-            return Path(str(resources.files("leaf_sk") / _PACKAGED_DIR / f"{name}.safetensors"))
-        path = Path(checkpoint).expanduser()
-        if path.is_file():
-            return path
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(
+            f"checkpoint must be a packaged name or a path, got {type(checkpoint).__name__}.")
+    name = os.fspath(checkpoint)
+    if not isinstance(name, str):
+        raise TypeError(f"checkpoint must be a packaged name or a path, got bytes {name!r}.")
+    if name in packaged_checkpoints():
+        return Path(str(resources.files("leaf_sk") / _PACKAGED_DIR / f"{name}.safetensors"))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _checkpoint_in_folder(path)
+    if path.is_file():
+        return path
+    raise FileNotFoundError(
+        f"Checkpoint {name!r} is neither a file, a folder nor a packaged checkpoint; packaged "
+        f"names are {packaged_checkpoints()}. Pass one of them, the path of a .safetensors file "
+        "written by leaf-sk (or the --out folder of `leaf-sk pretrain`), or of a LEAF release "
+        ".ckpt file.")
+
+
+def _listing(names, limit=6):
+    """``a, b, c, ... (12 in all)``."""
+    names = list(names)
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names)} in all)" if len(names) > limit else "")
+
+
+def _epoch_number(name):
+    match = _EPOCH_NUMBER.search(name)
+    return int(match.group(1)) if match else None
+
+
+def _checkpoint_in_folder(folder):
+    """``folder/tower.safetensors``, or a FileNotFoundError saying what the folder holds."""
+    model = folder / MODEL_FILE
+    if model.is_file():
+        return model
+    names = sorted(p.name for p in folder.iterdir())
+    visible = [n for n in names if not n.startswith(".")]
+    weights = [n for n in visible if n.endswith(".safetensors")]
+    epochs = sorted((n for n in weights if _epoch_number(n) is not None), key=_epoch_number)
+    finish = (f"or finish the run: `leaf-sk pretrain` with the same arguments and --out {folder} "
+              f"resumes it and writes {MODEL_FILE}")
+    if epochs:
+        also = f" and {RESUME_FILE}" if RESUME_FILE in visible else ""
         raise FileNotFoundError(
-            f"Checkpoint {name!r} is neither a file nor a packaged checkpoint; packaged names are "
-            f"{packaged_checkpoints()}. Pass one of them or the path of a .safetensors file "
-            "written by leaf-sk, or of a LEAF release .ckpt file.")
-    raise TypeError(f"checkpoint must be a packaged name or a path, got {type(checkpoint).__name__}.")
+            f"The folder {folder} holds no {MODEL_FILE} (which `leaf-sk pretrain` writes when "
+            f"a run ends) but per-epoch checkpoints ({_listing(epochs)}){also}: the run did not "
+            f"finish. Pass the latest, {folder / epochs[-1]}, {finish}.")
+    if RESUME_FILE in visible:
+        raise FileNotFoundError(
+            f"The folder {folder} holds no {MODEL_FILE} (which `leaf-sk pretrain` writes when "
+            f"a run ends) but {RESUME_FILE}, the resume file of an unfinished run. Pass "
+            f"{folder / RESUME_FILE} to load the weights of its last finished epoch, {finish}.")
+    if weights:
+        raise FileNotFoundError(
+            f"The folder {folder} holds no {MODEL_FILE} but other .safetensors files "
+            f"({_listing(weights)}); pass one of them as the checkpoint.")
+    if not names:
+        raise FileNotFoundError(
+            f"The folder {folder} is empty: no {MODEL_FILE} to load. Pass the --out folder of a "
+            "finished `leaf-sk pretrain` run, a checkpoint file, or a packaged name "
+            f"({packaged_checkpoints()}).")
+    raise FileNotFoundError(
+        f"The folder {folder} holds no checkpoint: no {MODEL_FILE}, no .safetensors file and no "
+        f"{RESUME_FILE} (it holds {_listing(names)}). Pass the --out folder of a finished "
+        "`leaf-sk pretrain` run, a checkpoint file, or a packaged name "
+        f"({packaged_checkpoints()}).")
 
 
 def save_checkpoint(path, model, *, text_encoder=None, sfreq=200.0, ch_names=None,
@@ -131,18 +198,29 @@ def read_metadata(path):
 
     Parameters
     ----------
-    path : str or Path
-        A packaged name or a leaf-sk ``.safetensors`` file.
+    path : str or os.PathLike
+        A packaged name, a leaf-sk ``.safetensors`` file, or the ``--out`` folder of
+        ``leaf-sk pretrain``.
 
     Returns
     -------
     dict
         ``config``, ``parts``, ``ch_names``, ``sfreq``, ``text_encoder``, ``provenance``,
         ``history``, format name and versions.
+
+    Raises
+    ------
+    ValueError
+        For a file that is not a leaf-sk checkpoint; the message says what the file is.
     """
     from safetensors import safe_open
 
     path = resolve_checkpoint(path)
+    if _file_format(path) != "safetensors":
+        raise ValueError(
+            f"{path} is a PyTorch file (a LEAF release file, or the {RESUME_FILE} of "
+            "`leaf-sk pretrain`), not a leaf-sk checkpoint: it carries no metadata document. "
+            "load_checkpoint reads its weights; pass a leaf-sk .safetensors file for the metadata.")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -162,11 +240,14 @@ def load_checkpoint(checkpoint, *, config=None, d_text=None):
 
     Parameters
     ----------
-    checkpoint : str or Path
-        A packaged name, a leaf-sk ``.safetensors`` file, or a release file (a bare state dict
-        or a Lightning file with ``state_dict`` and ``model.`` prefixes; full model or Tower only).
+    checkpoint : str or os.PathLike
+        A packaged name, a leaf-sk ``.safetensors`` file, the ``--out`` folder of
+        ``leaf-sk pretrain`` (its ``tower.safetensors``), the ``resume.pt`` file of such a run
+        (the Tower of its last finished epoch), or a release file (a bare state dict or a
+        Lightning file with ``state_dict`` and ``model.`` prefixes; full model or Tower only).
     config : LeafConfig, optional
-        For release files: the network config; by default inferred from the tensor shapes.
+        For release and resume files: the network config; by default inferred from the tensor
+        shapes (see :func:`infer_config` for what shapes cannot tell).
     d_text : int, optional
         Text dimension of the Q-Former when the file holds the Tower only (default: config's).
 
@@ -176,16 +257,19 @@ def load_checkpoint(checkpoint, *, config=None, d_text=None):
         In eval mode, float32. Parts absent from the file (the Q-Former of a Tower-only
         file) keep their random initialisation.
     info : dict
-        The checkpoint's JSON document (for release files: ``format="leaf-release"``, ``parts``).
+        The checkpoint's JSON document (for release files: ``format="leaf-release"``,
+        ``parts``; for resume files: ``format="leaf-sk-resume"``, ``parts`` and the
+        ``history`` of the finished epochs).
 
     Raises
     ------
     ValueError
-        For a file that is neither ours nor the release's, or whose keys or shapes disagree
+        For a file that is neither ours nor the release's (the message says what it is: a
+        training history, a text file, an EEG recording, ...), or whose keys or shapes disagree
         with the network; the message lists the missing, unexpected and mismatched keys.
     """
     path = resolve_checkpoint(checkpoint)
-    if _is_safetensors(path):
+    if _file_format(path) == "safetensors":
         from safetensors.torch import load_file
 
         info = read_metadata(path)
@@ -196,19 +280,28 @@ def load_checkpoint(checkpoint, *, config=None, d_text=None):
             raise ValueError(f"{path}: reading the weights failed ({exc}); the file is damaged "
                              "or truncated, write it again.") from exc
     else:
-        state = _read_release(path)
+        state, resume = _read_torch_file(path)
         parts = sorted({k.split(".", 1)[0] for k in state})
         if config is None:
             try:
-                config = infer_config(state, d_text=d_text)
+                config, size = _infer_config(state, d_text=d_text)
             except ValueError as exc:
                 shown = ", ".join(sorted(state)[:5]) + (", ..." if len(state) > 5 else "")
                 raise ValueError(
                     f"{path} holds a state dict, but not of the LEAF network (keys: {shown}): "
                     f"{exc} Pass a leaf-sk checkpoint or a LEAF release file (tower.*/qformer.* "
                     "keys, or the Tower's keys alone).") from exc
+            if resume is not None and size is None:
+                raise ValueError(
+                    f"{path} is the {RESUME_FILE} of a `leaf-sk pretrain` run whose network is "
+                    f"of no named size ({', '.join(SIZES)}): the file holds no config, and head "
+                    f"counts cannot be read from its shapes (d_model={config.d_model}). Pass the "
+                    f"{MODEL_FILE} of the run (it carries the config; an unfinished run writes "
+                    "it once resumed to the end), or config= with the run's LeafConfig.")
         info = {"format": "leaf-release", "parts": parts, "config": config.to_dict(),
                 "sfreq": 200.0, "text_encoder": {"name": None, "dim": config.d_text}}
+        if resume is not None:
+            info.update(format="leaf-sk-resume", history=resume["history"])
     if d_text is not None and "qformer" not in info["parts"] and d_text != config.d_text:
         config = config.replace(d_text=d_text)
         info["config"] = config.to_dict()
@@ -217,16 +310,132 @@ def load_checkpoint(checkpoint, *, config=None, d_text=None):
     return model.float().eval(), info
 
 
-def _is_safetensors(path):
+# --- what a file is, from its first bytes ---------------------------------------------------
+
+_SNIFF_BYTES = 4096
+_RECORDING = ("not network weights; EEG recordings are data, for fit/transform or "
+              "`leaf-sk pretrain --files`")
+# Leading bytes of formats that are recognisably no checkpoint.
+_SIGNATURES = (
+    (b"\x89HDF\r\n\x1a\n", "an HDF5 file (h5py, Keras or MATLAB v7.3), not a PyTorch or "
+                           "safetensors file"),
+    (b"\x00\x00\x00\x64\x00\x00\x00\x1f\x00\x00\x00\x14",
+     f"an EEG recording in MNE's FIF format, {_RECORDING}"),
+    (b"0       ", f"an EEG recording in EDF format, {_RECORDING}"),
+    (b"\xffBIOSEMI", f"an EEG recording in BDF (BioSemi) format, {_RECORDING}"),
+    (b"GDF ", f"an EEG recording in GDF format, {_RECORDING}"),
+    (b"\x93NUMPY", "a NumPy array file (.npy), not network weights"),
+    (b"\x1f\x8b", "a gzip-compressed file; decompress it first if it holds a checkpoint"),
+)
+_FIX = ("pass a leaf-sk checkpoint (.safetensors), the --out folder of `leaf-sk pretrain`, a "
+        "LEAF release file (.ckpt or .pt) or a packaged name")
+
+
+def _not_a_checkpoint(path, reason, fix=_FIX):
+    return ValueError(
+        f"{path} is not a leaf-sk checkpoint (.safetensors with a leaf_sk header) nor a LEAF "
+        f"release file (a PyTorch state dict): {reason}; {fix}.")
+
+
+def _file_format(path):
+    """``"safetensors"`` or ``"torch"`` (zip, pickle or unknown: for torch.load to judge).
+
+    Raises a ValueError that names the format of empty, text (JSON, CSV, ...), HDF5, EEG
+    recording and other recognisable files that hold no checkpoint.
+    """
     with open(path, "rb") as f:
-        head = f.read(9)
+        head = f.read(_SNIFF_BYTES)
+    if not head:
+        raise ValueError(
+            f"{path} is empty (0 bytes), not a checkpoint: a copy, download or save that did not "
+            "finish? Write or fetch the checkpoint again.")
     if len(head) < 9:
         raise ValueError(f"{path} is too small to be a checkpoint ({len(head)} bytes).")
     header_len = int.from_bytes(head[:8], "little")
-    return head[8:9] == b"{" and 0 < header_len < 100_000_000
+    if head[8:9] == b"{" and 0 < header_len < 100_000_000:
+        return "safetensors"
+    for signature, reason in _SIGNATURES:
+        if head.startswith(signature):
+            raise _not_a_checkpoint(path, f"it is {reason}")
+    if head.startswith(b"PK\x03\x04"):
+        return _zip_format(path)
+    text = _as_text(head)
+    if text is not None:
+        raise _not_a_checkpoint(path, *_describe_text(path, text))
+    return "torch"
 
 
-def _read_release(path):
+def _zip_format(path):
+    """torch.save's zip format holds ``<name>/data.pkl``; other archives are named."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return "torch"  # a damaged archive: torch.load's message says more
+    if any(name.endswith("data.pkl") for name in names):
+        return "torch"
+    if names and all(name.endswith(".npy") for name in names):
+        raise _not_a_checkpoint(path, "it is a NumPy archive (.npz), not network weights")
+    holding = f"holding {_listing(names)}" if names else "empty"
+    raise _not_a_checkpoint(
+        path, f"it is a zip archive ({holding}) but not a PyTorch file (those hold a data.pkl)")
+
+
+def _as_text(head):
+    """``head`` decoded as UTF-8 text, or None for binary data."""
+    if b"\x00" in head:
+        return None
+    data = head[3:] if head.startswith(b"\xef\xbb\xbf") else head
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data" and exc.start >= len(data) - 3:
+            return data[:exc.start].decode("utf-8")  # a character cut by the sniffed length
+        return None
+
+
+def _describe_text(path, text):
+    """(reason, fix) for a text file given as a checkpoint."""
+    stripped = text.lstrip()
+    first = stripped[:1]
+    if first in ("[", "{"):
+        if _is_history(path):
+            beside = Path(path).parent / MODEL_FILE
+            fix = (f"pass {beside} or the folder {beside.parent}" if beside.is_file() else
+                   f"pass the {MODEL_FILE} that the same run writes in its --out folder, or "
+                   "that folder")
+            return (f"it is a JSON text file (it starts with {first!r}): the training history "
+                    f"that `leaf-sk pretrain` writes beside the checkpoint, not weights", fix)
+        return f"it is a JSON text file (it starts with {first!r}), not weights", _FIX
+    line = stripped.splitlines()[0] if stripped else ""
+    if "Vision Data Exchange Header File" in line:
+        return f"it is the header of an EEG recording in BrainVision format, {_RECORDING}", _FIX
+    shown = line[:40] + ("..." if len(line) > 40 else "")
+    return f"it is a text file (it starts with {shown!r}), not weights", _FIX
+
+
+def _is_history(path):
+    """Whether ``path`` holds a JSON list of per-epoch rows, as ``leaf-sk pretrain`` writes."""
+    if Path(path).stat().st_size > 64 * 2**20:
+        return False
+    try:
+        rows = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except (ValueError, OSError):
+        return False
+    return (isinstance(rows, list) and bool(rows) and all(isinstance(r, dict) for r in rows)
+            and any("epoch" in r for r in rows))
+
+
+def _read_torch_file(path):
+    """The ``tower.``/``qformer.`` state dict of a release or resume file, and the resume document.
+
+    Returns
+    -------
+    state : dict of str to Tensor
+    resume : dict or None
+        For the ``resume.pt`` of ``leaf-sk pretrain``: ``{"history": [...]}`` (rows without
+        their per-batch records); None for release files.
+    """
     try:
         with warnings.catch_warnings():  # e.g. "Detected pickle protocol 4" for a plain pickle
             warnings.simplefilter("ignore", UserWarning)
@@ -248,6 +457,19 @@ def _read_release(path):
         raise ValueError(
             f"{path} is not a leaf-sk checkpoint (.safetensors with a leaf_sk header) nor a LEAF "
             f"release file (a PyTorch state dict): {reason}.") from exc
+    resume = None
+    if isinstance(obj, dict) and {"module", "optimizer", "history"} <= set(obj):
+        module = obj["module"]
+        if not isinstance(module, dict) or not module or not all(
+                isinstance(k, str) and torch.is_tensor(v) for k, v in module.items()):
+            raise ValueError(
+                f"{path} has the layout of a `leaf-sk pretrain` resume file (module, optimizer, "
+                f"history), but its module entry is a {type(module).__name__}, not a state dict "
+                f"of tensors; the file is damaged. Pass the {MODEL_FILE} of the run instead.")
+        history = obj["history"] if isinstance(obj["history"], list) else []
+        resume = {"history": [{k: v for k, v in row.items() if k != "batches"}
+                              for row in history if isinstance(row, dict)]}
+        obj = module
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = {k[len("model."):] if k.startswith("model.") else k: v
                for k, v in obj["state_dict"].items()}
@@ -258,7 +480,7 @@ def _read_release(path):
             "checkpoint or a LEAF release .ckpt file.")
     if not any(k.startswith(("tower.", "qformer.")) for k in obj):
         obj = {f"tower.{k}": v for k, v in obj.items()}
-    return obj
+    return obj, resume
 
 
 def infer_config(state, d_text=None):
@@ -274,9 +496,17 @@ def infer_config(state, d_text=None):
     Returns
     -------
     LeafConfig
-        Head counts cannot be read from shapes; they are taken as ``d_model // 32`` (the
-        release's 32 dimensions per head). Pass ``config=`` to :func:`load_checkpoint` otherwise.
+        Head counts cannot be read from shapes. When the shapes are those of a named size
+        (``"base"``, ``"small"``, ``"tiny"``, see :meth:`LeafConfig.from_size`), that size's
+        head counts (and, for a Tower-only state, its Q-Former) are taken; otherwise the
+        head counts are ``d_model // 32`` (the release's 32 dimensions per head). Pass
+        ``config=`` to :func:`load_checkpoint` for other networks.
     """
+    return _infer_config(state, d_text)[0]
+
+
+def _infer_config(state, d_text=None):
+    """:func:`infer_config`, and the named size whose shapes ``state`` has (or None)."""
     def shape(key):
         if key not in state:
             raise ValueError(f"Cannot infer the network size: key {key!r} is missing from the file.")
@@ -301,7 +531,13 @@ def infer_config(state, d_text=None):
                       iqf_d_ff=shape("qformer.layers.0.ff.0.weight")[0])
     elif d_text is not None:
         values["d_text"] = d_text
-    return LeafConfig(**values)
+    guessed = ("n_heads", "iqf_heads", "d_text")
+    for size in SIZES:
+        named = LeafConfig.from_size(size)
+        if all(getattr(named, k) == v for k, v in values.items() if k not in guessed):
+            heads = {k: getattr(named, k) for k in ("n_heads", "iqf_heads") if k in values}
+            return named.replace(**{**values, **heads}), size
+    return LeafConfig(**values), None
 
 
 def load_state_dict_checked(model, state, source="state dict"):

@@ -2,14 +2,19 @@
 
 import json
 import pickle
+import warnings
+import zipfile
 
+import numpy as np
 import pytest
 import torch
+from conftest import BCI_IV_2A, SFREQ
 
 from leaf_sk.checkpoint import (
     infer_config,
     load_checkpoint,
     read_metadata,
+    resolve_checkpoint,
     save_checkpoint,
 )
 from leaf_sk.nn import LeafConfig, LeafModel, STRPretrainer
@@ -229,6 +234,54 @@ def _text_file(path):
     path.write_text("epoch,loss\n1,0.5\n")
 
 
+def _empty_file(path):
+    path.write_bytes(b"")
+
+
+def _hdf5_file(path):
+    path.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))  # the HDF5 superblock signature
+
+
+def _raw(n_times=200):
+    import mne
+
+    info = mne.create_info(["Fz", "Cz", "Pz"], 100.0, "eeg")
+    return mne.io.RawArray(np.zeros((3, n_times)), info, verbose=False)
+
+
+def _fif_recording(path):
+    fif = path.with_name("rec_raw.fif")  # MNE insists on its own file names
+    _raw().save(fif, verbose=False)
+    fif.rename(path)
+
+
+def _edf_recording(path):
+    import mne
+
+    pytest.importorskip("edfio")
+    edf = path.with_name("rec.edf")
+    mne.export.export_raw(edf, _raw(), verbose=False)
+    edf.rename(path)
+
+
+def _bdf_recording(path):
+    path.write_bytes(b"\xffBIOSEMI" + b" " * 248)
+
+
+def _brainvision_header(path):
+    path.write_text("Brain Vision Data Exchange Header File Version 1.0\n[Common Infos]\n")
+
+
+def _zip_archive(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("readme.txt", "not weights")
+
+
+def _npz_archive(path):
+    with open(path, "wb") as f:
+        np.savez(f, weights=np.zeros(3))
+
+
 def _short_file(path):
     path.write_bytes(b"LEAF")
 
@@ -256,9 +309,19 @@ def _foreign_state_dict(path):
 
 
 @pytest.mark.parametrize("writer, match", [
-    (_text_file, r"not a leaf-sk checkpoint .*nor a LEAF release file .*not a PyTorch file"),
+    (_text_file, r"not a leaf-sk checkpoint .*nor a LEAF release file .*: it is a text file "
+                 r"\(it starts with 'epoch,loss'\), not weights; pass a leaf-sk checkpoint"),
     (_short_file, r"too small to be a checkpoint"),
-    (_json_file, r"not a leaf-sk checkpoint .*nor a LEAF release file"),
+    (_empty_file, r"is empty \(0 bytes\), not a checkpoint: .* Write or fetch"),
+    (_json_file, r"not a leaf-sk checkpoint .*nor a LEAF release file .*: it is a JSON text file "
+                 r"\(it starts with '\{'\), not weights"),
+    (_hdf5_file, r"it is an HDF5 file .*, not a PyTorch or safetensors file"),
+    (_fif_recording, r"it is an EEG recording in MNE's FIF format, not network weights; .*fit"),
+    (_edf_recording, r"it is an EEG recording in EDF format, not network weights"),
+    (_bdf_recording, r"it is an EEG recording in BDF \(BioSemi\) format"),
+    (_brainvision_header, r"it is the header of an EEG recording in BrainVision format"),
+    (_zip_archive, r"it is a zip archive \(holding readme\.txt\) but not a PyTorch file"),
+    (_npz_archive, r"it is a NumPy archive \(\.npz\)"),
     (_foreign_safetensors, r"safetensors file but not a leaf-sk checkpoint .*save_checkpoint"),
     (_damaged_safetensors, r"not a readable safetensors file"),
     (_list_of_tensors, r"holds a list, not a state dict of tensors"),
@@ -267,12 +330,13 @@ def _foreign_state_dict(path):
 def test_not_a_checkpoint_gives_a_clear_error(tmp_path, writer, match):
     path = tmp_path / "file.bin"
     writer(path)
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=match) as excinfo:
         load_checkpoint(path)
+    assert "pickle" not in str(excinfo.value) and "Traceback" not in str(excinfo.value)
 
 
 def test_missing_checkpoint_names_the_packaged_ones(tmp_path):
-    with pytest.raises(FileNotFoundError, match="neither a file nor a packaged checkpoint"):
+    with pytest.raises(FileNotFoundError, match="neither a file, a folder nor a packaged"):
         load_checkpoint(tmp_path / "nothing-here.safetensors")
     with pytest.raises(TypeError, match="packaged name or a path"):
         load_checkpoint(3)
@@ -353,3 +417,167 @@ def test_failed_write_keeps_the_old_file(tmp_path, monkeypatch, error):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["leaf.safetensors"]
     loaded, _ = load_checkpoint(path)
     _assert_same_outputs(_random_model(seed=0), loaded)
+
+
+# --- what `leaf-sk pretrain --out DIR` writes -------------------------------------------------
+
+ROWS = [{"epoch": epoch, "train_L_S": 0.5 / epoch, "train_L_T": 0.6 / epoch, "train_zero_S": 1.0,
+         "train_zero_T": 1.0, "lr": 1e-4, "dur": 0.1} for epoch in (1, 2)]
+
+
+def _tiny_pretrainer(config=TINY, seed=0):
+    torch.manual_seed(seed)
+    return STRPretrainer(config).eval()
+
+
+def _write_run(folder, pretrainer, *, tower=True, resume=True, history=True, epochs=()):
+    """A folder as `leaf-sk pretrain --out folder` leaves it; ``epochs``: per-epoch files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if tower:
+        save_checkpoint(folder / "tower.safetensors", pretrainer, history=ROWS)
+    for epoch in epochs:
+        save_checkpoint(folder / f"tower-epoch{epoch:03d}.safetensors", pretrainer,
+                        history=ROWS[:epoch])
+    if resume:  # the layout of leaf_sk._net.ResumeCheckpoint
+        optimizer = torch.optim.AdamW(pretrainer.parameters())
+        batches = [{"train_loss": 1.0, "train_batch_size": 4}]
+        torch.save({"module": pretrainer.state_dict(), "optimizer": optimizer.state_dict(),
+                    "history": [{**row, "batches": batches} for row in ROWS]},
+                   folder / "resume.pt")
+    if history:
+        (folder / "history.json").write_text(json.dumps(ROWS, indent=1))
+    return folder
+
+
+def _same_tower(expected, loaded):
+    x, _ = _inputs(TINY)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.tower(x), expected.tower(x), rtol=0, atol=0)
+
+
+def test_history_json_is_named_as_the_training_history(tmp_path):
+    run = _write_run(tmp_path / "run", _tiny_pretrainer())
+    expected = (r"it is a JSON text file \(it starts with '\['\): the training history that "
+                r"`leaf-sk pretrain` writes beside the checkpoint, not weights; pass ")
+    for reader in (load_checkpoint, read_metadata):
+        with pytest.raises(ValueError, match=expected) as excinfo:
+            reader(run / "history.json")
+        message = str(excinfo.value)
+        assert f"pass {run / 'tower.safetensors'} or the folder {run}." in message
+        assert "pickle" not in message
+
+
+def test_pretrain_folder_loads_its_tower(tmp_path, make_trials):
+    from leaf_sk import LeafEncoder
+
+    pretrainer = _tiny_pretrainer()
+    run = _write_run(tmp_path / "run", pretrainer, epochs=(1, 2))
+    assert resolve_checkpoint(run) == run / "tower.safetensors"
+    assert resolve_checkpoint(str(run)) == run / "tower.safetensors"
+    loaded, info = load_checkpoint(run)
+    assert info["format"] == "leaf-sk" and info["history"] == ROWS
+    _same_tower(pretrainer, loaded)
+    X, _ = make_trials(n_trials=3)
+    encoder = LeafEncoder(checkpoint=str(run), ch_names=list(BCI_IV_2A), sfreq=SFREQ,
+                          device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # channel interpolation
+        features = encoder.fit_transform(X)
+    assert features.shape == (3, TINY.d_model) and np.isfinite(features).all()
+
+
+def test_resume_file_loads_the_tower_of_its_last_epoch(tmp_path):
+    pretrainer = _tiny_pretrainer()
+    run = _write_run(tmp_path / "run", pretrainer, tower=False)
+    loaded, info = load_checkpoint(run / "resume.pt")
+    assert info["format"] == "leaf-sk-resume" and info["parts"] == ["tower"]
+    assert info["history"] == ROWS  # without the per-batch records
+    # A named size: its head counts are taken, not guessed from d_model (tiny: 8 per head).
+    assert loaded.config.n_heads == TINY.n_heads == 2
+    _same_tower(pretrainer, loaded)
+
+
+def test_resume_file_of_an_unnamed_size_asks_for_the_config(tmp_path):
+    config = LeafConfig.from_size("tiny", d_model=32, n_heads=4, d_text=D_TEXT)
+    pretrainer = _tiny_pretrainer(config)
+    run = _write_run(tmp_path / "run", pretrainer, tower=False)
+    with pytest.raises(ValueError, match=r"resume\.pt of a `leaf-sk pretrain` run whose network "
+                                         r"is of no named size .*Pass the tower\.safetensors of "
+                                         r"the run .*or config="):
+        load_checkpoint(run / "resume.pt")
+    loaded, _ = load_checkpoint(run / "resume.pt", config=config)
+    x, _ = _inputs(config)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.tower(x), pretrainer.tower(x), rtol=0, atol=0)
+
+
+def _unfinished_with_epochs(folder):
+    _write_run(folder, _tiny_pretrainer(), tower=False, epochs=(1, 2, 3))
+
+
+def _unfinished_with_resume_only(folder):
+    _write_run(folder, _tiny_pretrainer(), tower=False)
+
+
+def _other_safetensors(folder):
+    folder.mkdir()
+    save_checkpoint(folder / "leaf.safetensors", _tiny_pretrainer())
+
+
+def _empty_folder(folder):
+    folder.mkdir()
+
+
+def _unrelated_folder(folder):
+    folder.mkdir()
+    for index in range(8):
+        (folder / f"notes{index}.txt").write_text("x")
+
+
+@pytest.mark.parametrize("layout, match", [
+    (_unfinished_with_epochs,
+     r"holds no tower\.safetensors \(which `leaf-sk pretrain` writes when a run ends\) but "
+     r"per-epoch checkpoints \(tower-epoch001\.safetensors, tower-epoch002\.safetensors, "
+     r"tower-epoch003\.safetensors\) and resume\.pt: the run did not finish\. Pass the latest, "
+     r".*tower-epoch003\.safetensors, or finish the run"),
+    (_unfinished_with_resume_only,
+     r"holds no tower\.safetensors .* but resume\.pt, the resume file of an unfinished run\. "
+     r"Pass .*resume\.pt to load the weights of its last finished epoch"),
+    (_other_safetensors, r"holds no tower\.safetensors but other \.safetensors files "
+                         r"\(leaf\.safetensors\); pass one of them"),
+    (_empty_folder, r"is empty: no tower\.safetensors to load\. Pass the --out folder"),
+    (_unrelated_folder, r"holds no checkpoint: .*\(it holds notes0\.txt, notes1\.txt, .*, "
+                        r"notes5\.txt, \.\.\. \(8 in all\)\)\. Pass the --out folder"),
+])
+def test_folder_without_tower_says_what_it_holds(tmp_path, layout, match):
+    folder = tmp_path / "run"
+    layout(folder)
+    with pytest.raises(FileNotFoundError, match=match):
+        resolve_checkpoint(folder)
+    with pytest.raises(FileNotFoundError, match=match):
+        load_checkpoint(folder)
+
+
+@pytest.mark.filterwarnings("ignore:.*template channels .* are interpolated:UserWarning")
+def test_pretrain_cli_out_folder_end_to_end(tmp_path):
+    """What the user report did, on a real (tiny, one-epoch) `leaf-sk pretrain` run."""
+    from conftest import write_muse_csv
+
+    from leaf_sk.cli import main
+
+    csv = tmp_path / "rec.csv"
+    write_muse_csv(csv, n_samples=8 * 256)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--files", str(csv), "--out", str(out), "--segment-seconds", "2",
+                 "--size", "tiny", "--max-epochs", "1", "--n-windows", "2", "--batch-size", "4",
+                 "--quiet"]) == 0
+    from_folder, info = load_checkpoint(out)
+    assert info["history"] == json.loads((out / "history.json").read_text())
+    with pytest.raises(ValueError, match="the training history that `leaf-sk pretrain` writes"):
+        load_checkpoint(out / "history.json")
+    from_resume, resume_info = load_checkpoint(out / "resume.pt")
+    assert resume_info["history"] == info["history"]
+    assert from_resume.config == from_folder.config
+    x, _ = _inputs(from_folder.config)
+    with torch.no_grad():
+        torch.testing.assert_close(from_resume.tower(x), from_folder.tower(x), rtol=0, atol=0)
