@@ -40,7 +40,7 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
     units : {"uV", "µV", "V", "mV"} or None
         Units of ``X``. None means microvolts for arrays (what MOABB returns) and volts for
         ``mne.Epochs``. Each trial is robust-scaled on its own, so the unit does not change the
-        output; it is checked and recorded for clarity.
+        output; it is checked for plausibility (a warning names the likely unit).
     instruction : str or None
         Task in words (e.g. ``"motor imagery: left or right hand"``). When given, features are
         the Q-Former output conditioned on it, shape ``(n, d_text)``; otherwise pooled tokens.
