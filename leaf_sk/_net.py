@@ -227,30 +227,49 @@ def _unwrapped_module(net):
 class ResumeCheckpoint(Callback):
     """After every epoch, write module, optimizer and history to one file, atomically.
 
+    The file also records the run's ``max_epochs`` (the length of its learning-rate
+    schedule), so that a run continued with another ``max_epochs`` can say how its schedule
+    changes.
+
     Parameters
     ----------
     path : str or Path
         The resume file (a PyTorch file of tensors and plain values, read with
         ``weights_only=True``).
+
+    Attributes
+    ----------
+    epochs_saved_ : int or None
+        Epochs of the history in the file this callback last wrote during the current fit
+        (on the processes of a distributed run that do not write, the epochs the main
+        process writes); None before the first write. An interrupted run's last complete
+        epoch is the one in the file.
     """
 
     def __init__(self, path):
         self.path = path
+
+    def initialize(self):
+        self.epochs_saved_ = None
+        return self
 
     def on_epoch_end(self, net, **kwargs):
         accelerator = getattr(net, "accelerator", None)
         if accelerator is not None:
             accelerator.wait_for_everyone()
             if not accelerator.is_main_process:
+                self.epochs_saved_ = len(net.history)
                 return
         state = {
             "module": _unwrapped_module(net).state_dict(),
             "optimizer": net.optimizer_.state_dict(),
             # numpy scalars (skorch records np.float64 losses) are not allowed by weights_only
             "history": plain_values(net.history.to_list()),
+            "max_epochs": int(net.max_epochs),
         }
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
+        self.epochs_saved_ = len(net.history)
 
 
 def plain_values(obj):
@@ -267,8 +286,22 @@ def plain_values(obj):
 
 
 def load_resume_state(net, path):
-    """Restore a net (initialized) from a :class:`ResumeCheckpoint` file; returns epochs done."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    """Restore a net (initialized) from a :class:`ResumeCheckpoint` file; returns epochs done.
+
+    Parameters
+    ----------
+    net : skorch.NeuralNet
+        An initialized net of the same module and optimizer.
+    path : str, Path or dict
+        The resume file, or its content (``torch.load(path, weights_only=True)``).
+
+    Returns
+    -------
+    int
+        The number of epochs in the restored history.
+    """
+    state = (path if isinstance(path, dict)
+             else torch.load(path, map_location="cpu", weights_only=True))
     _unwrapped_module(net).load_state_dict(state["module"])
     net.optimizer_.load_state_dict(state["optimizer"])
     net.history_ = History(state["history"])

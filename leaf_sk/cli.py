@@ -5,35 +5,80 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import warnings
 from pathlib import Path
+
+#: Exit status of a run stopped by Ctrl-C (SIGINT), as shells report it: 128 + 2.
+EXIT_INTERRUPTED = 130
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` with every option's default; "none" where an option has no value by default."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("%(default)" in text or action.default is argparse.SUPPRESS or action.required
+                or not action.option_strings):
+            return text
+        if action.default is None or action.default == []:
+            return text + " (default: none)"
+        return text + " (default: %(default)s)"
 
 
 def _build_parser():
-    parser = argparse.ArgumentParser(prog="leaf-sk", description="LEAF EEG foundation model tools.")
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="leaf-sk", description="LEAF EEG foundation model tools.",
+                                     formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="print the leaf-sk version and exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    pre = sub.add_parser("pretrain", help="STR-pretrain the LEAF Tower on unlabelled EEG.")
+    pre = sub.add_parser(
+        "pretrain", help="STR-pretrain the LEAF Tower on unlabelled EEG.",
+        description="STR-pretrain the LEAF Tower on unlabelled EEG. Rerunning the same command "
+                    "continues the run in --out from its last complete epoch.",
+        formatter_class=_HelpFormatter)
     pre.add_argument("--moabb", action="append", default=[], metavar="NAME:SUBJECTS",
-                     help="a MOABB dataset and its subjects, e.g. PhysionetMI:1-3,5-14 (repeatable)")
+                     help="a MOABB dataset and its subjects, e.g. PhysionetMI:1-3,5-14 "
+                          "(repeatable)")
     pre.add_argument("--files", nargs="+", default=[], metavar="PATH",
-                     help="EEG files: Muse CSV or any format MNE reads")
-    pre.add_argument("--out", required=True, help="folder for resume.pt, tower.safetensors and history.json")
-    pre.add_argument("--size", default="small", choices=["tiny", "small", "base"])
-    pre.add_argument("--l-freq", type=float, default=None, help="high-pass edge, Hz")
-    pre.add_argument("--h-freq", type=float, default=None, help="low-pass edge, Hz")
-    pre.add_argument("--segment-seconds", type=float, default=4.0)
-    pre.add_argument("--n-windows", type=int, default=8)
-    pre.add_argument("--max-epochs", type=int, default=10)
-    pre.add_argument("--batch-size", type=int, default=64)
-    pre.add_argument("--lr", type=float, default=1e-4)
-    pre.add_argument("--lr-tokenizer", type=float, default=1e-3)
-    pre.add_argument("--device", default="auto")
+                     help="EEG files (Muse CSV or any format MNE reads), or folders: a folder "
+                          "gives the EEG files in it and its sub-folders, sorted")
+    pre.add_argument("--out", required=True, metavar="DIR",
+                     help="folder for resume.pt, tower.safetensors and history.json (required)")
+    pre.add_argument("--size", default="small", choices=["tiny", "small", "base"],
+                     help="network size; base is the paper's, small is sized for CPUs")
+    pre.add_argument("--checkpoint", default=None, metavar="PATH",
+                     help="start from these Tower weights (a packaged name or a .safetensors "
+                          "file) instead of random ones")
+    pre.add_argument("--l-freq", type=float, default=None, metavar="HZ", help="high-pass edge, Hz")
+    pre.add_argument("--h-freq", type=float, default=None, metavar="HZ",
+                     help="low-pass edge, Hz (skipped for recordings whose Nyquist frequency "
+                          "it reaches)")
+    pre.add_argument("--segment-seconds", type=float, default=4.0, metavar="S",
+                     help="recordings are cut into segments of this length, s")
+    pre.add_argument("--n-windows", type=int, default=8, metavar="N",
+                     help="0.5-s windows per training example")
+    pre.add_argument("--max-epochs", type=int, default=10, metavar="N",
+                     help="epochs in total, counting those of a resumed run")
+    pre.add_argument("--batch-size", type=int, default=64, metavar="N",
+                     help="segments per training step")
+    pre.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    pre.add_argument("--lr-tokenizer", type=float, default=1e-3, metavar="LR",
+                     help="peak learning rate of the tokenizer")
+    pre.add_argument("--device", default="auto",
+                     help="auto (CUDA when present), cpu, cuda, cuda:1, ...")
     pre.add_argument("--distributed", action="store_true",
                      help="train under Accelerate; launch with torchrun or accelerate launch")
-    pre.add_argument("--no-resume", action="store_true", help="start over even if --out holds a run")
-    pre.add_argument("--seed", type=int, default=0)
-    pre.add_argument("--quiet", action="store_true")
+    pre.add_argument("--no-resume", action="store_true",
+                     help="start over even if --out holds a run")
+    pre.add_argument("--seed", type=int, default=0, metavar="N",
+                     help="seeds initialisation, shuffling, masks and dropout")
+    pre.add_argument("--quiet", action="store_true",
+                     help="print no data summary, progress bar or per-epoch lines")
     return parser
 
 
@@ -41,56 +86,254 @@ class _UsageError(ValueError):
     """A problem with the command line itself."""
 
 
+class _Interrupted(Exception):
+    """Ctrl-C outside training; the message says what was (not) written."""
+
+
+def _is_main_process():
+    """False in the processes of a torchrun launch other than rank 0."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _load_data(args):
+    """The recordings and, per dataset or file group, what was loaded (JSON-able)."""
+    import mne
+
+    from .datasets import band_pass, find_eeg_files, load_files, load_moabb, parse_subjects
+
+    groups = []
+    with mne.utils.use_log_level("warning"):  # MNE's per-run notes would drown the summary
+        for spec in args.moabb:
+            name, _, subjects = spec.partition(":")
+            if not subjects:
+                raise _UsageError(f"--moabb {spec!r} needs subjects, e.g. {name}:1-5")
+            raws, description = load_moabb(name, parse_subjects(subjects))
+            groups.append((raws, description))
+        if args.files:
+            files, folders = find_eeg_files(args.files)
+            raws = load_files(files)
+            recordings = [{"file": str(path), "seconds": raw.n_times / raw.info["sfreq"],
+                           "sfreq": float(raw.info["sfreq"])} for path, raw in zip(files, raws)]
+            groups.append((raws, {"source": "files", "files": [str(path) for path in files],
+                                  "folders": folders, "recordings": recordings}))
+        for raws, _ in groups:
+            band_pass(raws, args.l_freq, args.h_freq)
+    return groups
+
+
+def _band_text(raws, l_freq, h_freq):
+    """The band applied to these recordings, saying where a low-pass edge was skipped."""
+    from .datasets import applied_band, describe_band
+
+    by_band = {}
+    for raw in raws:
+        by_band.setdefault(applied_band(raw.info["sfreq"], l_freq, h_freq), set()).add(
+            raw.info["sfreq"])
+    parts = []
+    for (low, high), rates in sorted(by_band.items(), key=lambda item: min(item[1])):
+        text = describe_band(low, high)
+        if h_freq is not None and high is None:
+            text += (f" (low-pass {h_freq:g} Hz skipped: at or above the Nyquist frequency, "
+                     f"{min(rates) / 2:g} Hz)")
+        if len(by_band) > 1:
+            text += " at " + ", ".join(f"{rate:g}" for rate in sorted(rates)) + " Hz"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _ranges(numbers):
+    """``[1, 2, 3, 5]`` to ``"1-3, 5"``."""
+    numbers, parts, start = sorted(numbers), [], None
+    for index, number in enumerate(numbers):
+        if start is None:
+            start = number
+        if index + 1 == len(numbers) or numbers[index + 1] != number + 1:
+            parts.append(f"{start}" if start == number else f"{start}-{number}")
+            start = None
+    return ", ".join(parts)
+
+
+def _duration(seconds):
+    """``"1.92 h"``, ``"12.5 min"`` or ``"15 s"``."""
+    if seconds >= 3600:
+        return f"{seconds / 3600:.2f} h"
+    return f"{seconds / 60:.1f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def _runs_text(description):
+    """``"12 runs (3 per subject)"``; the PhysioNet run numbers for PhysionetMI."""
+    from collections import Counter
+
+    recordings = description["recordings"]
+    per_subject = Counter(r["subject"] for r in recordings)
+    usual, _ = Counter(per_subject.values()).most_common(1)[0]
+    others = sorted((n, s) for s, n in per_subject.items() if n != usual)
+    text = f"{len(recordings)} runs ({usual} per subject"
+    text += "".join(f"; {n} for subject {s}" for n, s in others) + ")"
+    numbers = sorted({r["physionet_run"] for r in recordings if "physionet_run" in r})
+    if numbers:
+        text += f": PhysioNet runs {', '.join(map(str, numbers))}"
+    return text
+
+
+def _summarize(groups, args):
+    """Per group, what was loaded, as printed lines and as the checkpoint's data record."""
+    from .datasets import count_segments
+
+    lines, records = [], []
+    total_segments, total_seconds = 0, 0.0
+    for raws, description in groups:
+        segments = count_segments(raws, args.segment_seconds)
+        seconds = sum(raw.n_times / raw.info["sfreq"] for raw in raws)
+        rates = ", ".join(f"{rate:g}" for rate in sorted({raw.info["sfreq"] for raw in raws}))
+        band = _band_text(raws, args.l_freq, args.h_freq)
+        amount = (f"{segments} segments, {_duration(seconds)} of EEG at {rates} Hz; "
+                  f"filter: {band}")
+        if description["source"] == "moabb":
+            subjects = description["subjects"]
+            lines.append(f"  {description['name']}: subjects {_ranges(subjects)} "
+                         f"({len(subjects)}); {_runs_text(description)}; {amount}")
+            for skipped in description["skipped_runs"]:
+                lines.append(f"    not loaded: runs {', '.join(map(str, skipped['runs']))} of "
+                             f"each subject ({skipped['why']})")
+        else:
+            found = "".join(f"; {f['n_files']} EEG files found in {f['folder']}"
+                            + (f" ({f['n_ignored']} other files ignored)" if f["n_ignored"] else "")
+                            for f in description["folders"])
+            lines.append(f"  files: {len(raws)} recordings{found}; {amount}")
+        records.append({**description, "n_segments": segments, "hours": seconds / 3600,
+                        "band": band})
+        total_segments += segments
+        total_seconds += seconds
+    if len(groups) > 1:
+        lines.append(f"  total: {total_segments} segments, {_duration(total_seconds)} of EEG")
+    lines.insert(0, f"data (segments of {args.segment_seconds:g} s):")
+    record = {"datasets": records, "band": {"l_freq": args.l_freq, "h_freq": args.h_freq},
+              "segment_seconds": args.segment_seconds, "n_segments": total_segments,
+              "hours": total_seconds / 3600}
+    return lines, record
+
+
+def _report_interrupted(pretrainer, args):
+    """What an interrupted run left in --out and how to continue it, on stderr."""
+    from .pretrainer import MODEL_FILE, RESUME_FILE
+
+    out = Path(args.out)
+    epochs = len(pretrainer.history_)
+    how = ("run the same command without --no-resume" if args.no_resume
+           else "run the same command again")
+    lines = [f"leaf-sk pretrain: interrupted after epoch {epochs} of {args.max_epochs}."]
+    if pretrainer.checkpoint_path_ is not None:
+        lines.append(f"  The last complete epoch, {epochs}, is in {pretrainer.checkpoint_path_} "
+                     f"(its history in {out / 'history.json'}); {MODEL_FILE} is written when "
+                     "the run ends.")
+        lines.append(f"  To continue, {how}: it resumes from {out / RESUME_FILE}.")
+    else:
+        lines.append("  No epoch was complete: no checkpoint was written.")
+        lines.append(f"  To start again, {how}.")
+    model = out / MODEL_FILE
+    if model.is_file():
+        try:
+            from .checkpoint import read_metadata
+
+            ended = f" (epoch {read_metadata(model)['provenance']['epochs']})"
+        except (ValueError, KeyError, OSError):
+            ended = ""
+        lines.append(f"  {model} is the result of an earlier run{ended}, not of this one.")
+    print("\n".join(lines), file=sys.stderr)
+
+
 def _pretrain(args):
     from . import LeafPretrainer
     from ._atomic import write_text_atomic
-    from .datasets import band_pass, load_files, load_moabb_raws, parse_subjects
+    from ._base import check_torch_device
+    from .pretrainer import MODEL_FILE, RESUME_FILE
 
     if not args.moabb and not args.files:
         raise _UsageError("give data with --moabb NAME:SUBJECTS and/or --files PATH ...")
-    raws = []
-    for spec in args.moabb:
-        name, _, subjects = spec.partition(":")
-        if not subjects:
-            raise _UsageError(f"--moabb {spec!r} needs subjects, e.g. {name}:1-5")
-        raws += load_moabb_raws(name, parse_subjects(subjects))
-    raws += load_files(args.files)
-    band_pass(raws, args.l_freq, args.h_freq)
     pretrainer = LeafPretrainer(
-        args.size, segment_seconds=args.segment_seconds, n_windows=args.n_windows,
-        max_epochs=args.max_epochs, batch_size=args.batch_size, lr=args.lr,
-        lr_tokenizer=args.lr_tokenizer, checkpoint_dir=args.out, resume=not args.no_resume,
-        distributed=args.distributed, device=args.device, verbose=0 if args.quiet else 1,
-        random_state=args.seed)
-    pretrainer.fit(raws)
-    if pretrainer._is_main_process():
-        write_text_atomic(Path(args.out) / "history.json", json.dumps(pretrainer.history_, indent=1))
-        last = pretrainer.history_[-1] if pretrainer.history_ else {}
-        print(f"trained {len(pretrainer.history_)} epochs; last: "
-              + (", ".join(f"{k} {last[k]:.4f}" for k in
-                           ("train_L_S", "train_L_T", "valid_L_S", "valid_L_T", "valid_zero_S",
-                            "valid_zero_T") if k in last) or "none"))
-        print(f"training windows per second: {pretrainer.windows_per_second_:.0f}")
-        print(f"wrote {Path(args.out) / 'tower.safetensors'}")
+        args.size, checkpoint=args.checkpoint, segment_seconds=args.segment_seconds,
+        n_windows=args.n_windows, max_epochs=args.max_epochs, batch_size=args.batch_size,
+        lr=args.lr, lr_tokenizer=args.lr_tokenizer, checkpoint_dir=args.out,
+        resume=not args.no_resume, distributed=args.distributed, device=args.device,
+        verbose=0 if args.quiet else 1, random_state=args.seed)
+    # Bad values fail before minutes of data loading.
+    pretrainer._validate_params()
+    check_torch_device(args.device)
+    try:
+        groups = _load_data(args)
+    except KeyboardInterrupt:
+        raise _Interrupted("interrupted while loading the data; nothing was trained or "
+                           "written.") from None
+    lines, data_description = _summarize(groups, args)
+    resume_file = Path(args.out) / RESUME_FILE
+    if not args.no_resume and resume_file.is_file():
+        lines.append(f"continuing the run in {resume_file} (--no-resume starts over)")
+    if not args.quiet and _is_main_process():
+        print("\n".join(lines), flush=True)
+    with warnings.catch_warnings():
+        # The command reports an interruption itself, below.
+        warnings.filterwarnings("ignore", message="Training was interrupted",
+                                category=UserWarning)
+        pretrainer.fit([raw for raws, _ in groups for raw in raws],
+                       data_description=data_description)
+    if not pretrainer._is_main_process():
+        return EXIT_INTERRUPTED if pretrainer.interrupted_ else 0
+    write_text_atomic(Path(args.out) / "history.json", json.dumps(pretrainer.history_, indent=1))
+    if pretrainer.interrupted_:
+        _report_interrupted(pretrainer, args)
+        return EXIT_INTERRUPTED
+    last = pretrainer.history_[-1] if pretrainer.history_ else {}
+    print(f"trained {len(pretrainer.history_)} epochs; last: "
+          + (", ".join(f"{k} {last[k]:.4f}" for k in
+                       ("train_L_S", "train_L_T", "valid_L_S", "valid_L_T", "valid_zero_S",
+                        "valid_zero_T") if k in last) or "none"))
+    print(f"training windows per second: {pretrainer.windows_per_second_:.0f}")
+    print(f"wrote {Path(args.out) / MODEL_FILE}")
     return 0
 
 
 def main(argv=None):
-    """Entry point of ``leaf-sk``."""
+    """Entry point of ``leaf-sk``.
+
+    Returns
+    -------
+    int
+        0 on success, 2 for bad arguments or data (with a one-message explanation on
+        stderr), 130 when interrupted (Ctrl-C).
+    """
     parser = _build_parser()
     args = parser.parse_args(argv)  # exits with status 2 and a usage line on bad syntax
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    command = args.command
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):
+        print(f"leaf-sk {command}: warning: {message}", file=sys.stderr)
+
     try:
-        if args.command == "pretrain":
-            return _pretrain(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = show_warning
+            # Deprecation notes of the libraries underneath are not for the command's user.
+            for category in (FutureWarning, DeprecationWarning):
+                warnings.filterwarnings("ignore", category=category, module=r"(?!leaf_sk)")
+            if command == "pretrain":
+                return _pretrain(args)
     except _UsageError as exc:
-        print(f"usage: leaf-sk {args.command} ... (see leaf-sk {args.command} --help)\n"
-              f"leaf-sk {args.command}: error: {exc}", file=sys.stderr)
+        print(f"usage: leaf-sk {command} ... (see leaf-sk {command} --help)\n"
+              f"leaf-sk {command}: error: {exc}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, OSError, ImportError) as exc:
         # Bad values (sizes, files, channels, rates): a message, not a traceback.
-        print(f"leaf-sk {args.command}: error: {exc}", file=sys.stderr)
+        print(f"leaf-sk {command}: error: {exc}", file=sys.stderr)
         return 2
+    except _Interrupted as exc:
+        print(f"leaf-sk {command}: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        print(f"leaf-sk {command}: interrupted. Run the same command again to continue: a run "
+              f"resumes from the last complete epoch in {getattr(args, 'out', '--out')}.",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 1
 
 

@@ -3,11 +3,13 @@
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -288,6 +290,114 @@ def test_resume_after_keyboard_interrupt(tmp_path, reference_run, add_callback):
     assert resumed.n_windows_seen_ == 16 * 2 * 2  # only the two remaining epochs ran
     assert_same_weights(weights(resumed), weights(reference))
     assert_same_losses(resumed.history_, reference.history_)
+
+
+class _StopInEpoch(Callback):
+    """Raise KeyboardInterrupt (a user's Ctrl-C) after the first training step of an epoch."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training and len(net.history) == self.epoch:
+            self.weights_ = {k: v.detach().clone() for k, v in net.module_.state_dict().items()}
+            raise KeyboardInterrupt
+
+
+def test_interrupt_within_an_epoch_keeps_the_last_complete_one(tmp_path, reference_run,
+                                                               add_callback):
+    """Ctrl-C in epoch 3: the fit, and the file it writes, are epoch 2, named as such."""
+    reference, _ = reference_run
+    stop = add_callback(_StopInEpoch(3))
+    stopped = LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(tmp_path), resume=True,
+                             **PARAMS)
+    with pytest.warns(UserWarning, match=r"interrupted after epoch 2 of 4; fit again .*"
+                      r"resume=True .*epoch 3 was cut short.*holds epoch 2.*tower-epoch002"):
+        stopped.fit(make_trials())
+    assert stopped.interrupted_
+    assert [row["epoch"] for row in stopped.history_] == [1, 2]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [RESUME_FILE,
+                                                          "tower-epoch002.safetensors"]
+    assert stopped.checkpoint_path_ == tmp_path / "tower-epoch002.safetensors"
+    # The estimator holds epoch 2 (the resume file's state), not the step taken in epoch 3.
+    resume = torch.load(tmp_path / RESUME_FILE, weights_only=True)
+    assert len(resume["history"]) == 2
+    assert_same_weights(weights(stopped), resume["module"])
+    assert any(not torch.equal(stop.weights_[k], resume["module"][k]) for k in stop.weights_)
+    info = read_metadata(stopped.checkpoint_path_)
+    assert info["history"] == stopped.history_
+    assert info["provenance"]["epochs"] == 2 and info["provenance"]["interrupted"] is True
+    loaded, _ = load_checkpoint(stopped.checkpoint_path_)
+    for key, value in loaded.tower.state_dict().items():
+        assert torch.equal(value, resume["module"][f"tower.{key}"]), key
+    stop.epoch = None  # no more interruptions
+    resumed = LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(tmp_path), resume=True,
+                             **PARAMS).fit(make_trials())
+    assert not resumed.interrupted_
+    assert_same_weights(weights(resumed), weights(reference))
+    assert_same_losses(resumed.history_, reference.history_)
+    assert resumed.checkpoint_path_ == tmp_path / MODEL_FILE
+
+
+def test_interrupt_without_checkpoint_dir_drops_the_cut_epoch(add_callback):
+    add_callback(_StopInEpoch(2))
+    stopped = LeafPretrainer("tiny", max_epochs=3, **PARAMS)
+    with pytest.warns(UserWarning, match=r"interrupted after epoch 1 of 3; epoch 2 was cut short"
+                      r".*last training step \(within epoch 2\).*checkpoint_dir="):
+        stopped.fit(make_trials())
+    assert stopped.interrupted_ and stopped.checkpoint_path_ is None
+    assert [row["epoch"] for row in stopped.history_] == [1]
+    assert stopped.n_windows_seen_ == (16 + 4) * 2  # one epoch and one step of the next
+
+
+def test_fit_stores_the_data_description(tmp_path):
+    description = {"datasets": [{"name": "synthetic", "subjects": [1, 2]}],
+                   "band": {"l_freq": 1.0, "h_freq": None}}
+    pretrainer = LeafPretrainer("tiny", max_epochs=1, checkpoint_dir=str(tmp_path), **PARAMS)
+    pretrainer.fit(make_trials(), data_description=description)
+    assert pretrainer.data_description_ == description and not pretrainer.interrupted_
+    provenance = read_metadata(tmp_path / MODEL_FILE)["provenance"]
+    assert provenance["data"] == description and provenance["interrupted"] is False
+    with pytest.raises(ValueError, match=r"data_description must be JSON-serialisable"):
+        pretrainer.fit(make_trials(), data_description={"band": np.float32(1.0)})
+    with pytest.raises(TypeError, match=r"data_description must be a dict or None, got str"):
+        pretrainer.fit(make_trials(), data_description="PhysionetMI")
+
+
+def test_resume_with_another_max_epochs_says_how_the_schedule_changes(tmp_path, add_callback):
+    first = LeafPretrainer("tiny", max_epochs=2, checkpoint_dir=str(tmp_path), resume=True,
+                           **PARAMS).fit(make_trials())
+    assert torch.load(tmp_path / RESUME_FILE, weights_only=True)["max_epochs"] == 2
+    last_lr = first.history_[-1]["lr"]
+    probe = add_callback(_Probe())
+    longer = LeafPretrainer("tiny", max_epochs=3, checkpoint_dir=str(tmp_path), resume=True,
+                            **PARAMS)
+    with pytest.warns(UserWarning) as record:
+        longer.fit(make_trials())
+    next_lr = probe.lrs_[0][1]  # the first step of epoch 3, the main parameter group
+    assert next_lr > last_lr
+    messages = [str(w.message) for w in record if "schedule" in str(w.message)]
+    assert len(messages) == 1, messages
+    assert re.search(
+        rf"written by a run of max_epochs=2; continuing to max_epochs=3 recomputes the warm-up/"
+        rf"cosine schedule over 3 epochs: the learning rate goes from {last_lr:.3g} at epoch 2 "
+        rf"back up to {next_lr:.3g} at epoch 3\. .*schedule ended at epoch 2", messages[0]), \
+        messages[0]
+    # Fewer epochs than the file holds: nothing to train, said so.
+    with pytest.warns(UserWarning, match=r"holds 3 epochs, more than max_epochs=2: nothing is "
+                      r"trained.*max_epochs=3"):
+        LeafPretrainer("tiny", max_epochs=2, checkpoint_dir=str(tmp_path), resume=True,
+                       **PARAMS).fit(make_trials())
+    # A resume file of an earlier leaf-sk (no max_epochs in it) still loads, without a warning.
+    state = torch.load(tmp_path / RESUME_FILE, weights_only=True)
+    del state["max_epochs"]
+    torch.save(state, tmp_path / RESUME_FILE)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("ignore", message=".*template channels .* are interpolated")
+        old = LeafPretrainer("tiny", max_epochs=4, checkpoint_dir=str(tmp_path), resume=True,
+                             **PARAMS).fit(make_trials())
+    assert [row["epoch"] for row in old.history_] == [1, 2, 3, 4]
 
 
 _CHILD = """
