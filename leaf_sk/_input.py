@@ -299,7 +299,8 @@ def read_trials(X, *, ch_names=None, sfreq=None, units=None):
     -----
     UserWarning
         When the amplitudes are implausible for EEG in the given unit (a channel's typical
-        standard deviation within a trial outside 0.05-5000 µV), naming the likely unit.
+        standard deviation within a trial outside 0.05-5000 µV), naming the likely unit; once
+        per process for each unit and likely unit.
     """
     import mne
 
@@ -331,6 +332,9 @@ def read_trials(X, *, ch_names=None, sfreq=None, units=None):
     return EEGTrials(data=data, ch_names=tuple(names), sfreq=rate)
 
 
+# Implausible amplitudes already warned about, by (unit, given, likely unit): once per process,
+# not at every fit and transform of a cross-validation.
+_WARNED_AMPLITUDES = set()
 # Typical EEG: a channel's standard deviation within a trial is a few to a few hundred µV.
 _PLAUSIBLE_STD_UV = (0.05, 5000.0)
 _TYPICAL_STD_UV = 20.0
@@ -359,6 +363,9 @@ def _check_amplitude(data, unit, *, given):
     # The unit that would bring the typical spread nearest to that of EEG.
     likely = min(_ACCEPTED_UNITS, key=lambda u: abs(np.log10(
         typical / _UNIT_TO_MICROVOLT[unit] * _UNIT_TO_MICROVOLT[u] / _TYPICAL_STD_UV)))
+    if (unit, given, likely) in _WARNED_AMPLITUDES:
+        return
+    _WARNED_AMPLITUDES.add((unit, given, likely))
     how = f"units={unit!r}" if given else f"units=None, i.e. {unit!r} for this input"
     fix = (f"pass units={likely!r}" if likely != unit else
            "check the scaling of X (EEG channels typically vary by 1-500 µV)")

@@ -110,8 +110,9 @@ def make_estimator(tiny_params):
 
 @pytest.fixture(autouse=True)
 def _fresh_channel_warnings():
-    """Channel-map warnings come once per channel set and process; each test starts afresh."""
+    """Channel-map and amplitude warnings come once per process; each test starts afresh."""
     from leaf_sk import _input
 
     _input._WARNED_CHANNEL_SETS.clear()
+    _input._WARNED_AMPLITUDES.clear()
     yield

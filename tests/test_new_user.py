@@ -58,6 +58,7 @@ def test_volts_given_as_microvolts_warn_naming_volts(make_trials, ch_names):
         warnings.simplefilter("error")
         read_trials(X * 1e-6, ch_names=ch_names, sfreq=250.0, units="V")
         read_trials(X, ch_names=ch_names, sfreq=250.0)
+        read_trials(X * 2e-6, ch_names=ch_names, sfreq=250.0)  # warned once per process
 
 
 def test_microvolt_epochs_read_as_volts_warn_naming_microvolts(make_epochs):
