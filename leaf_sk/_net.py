@@ -129,6 +129,47 @@ def accelerated(net_cls):
     return AcceleratedNet
 
 
+class ClassBalancedSampler(torch.utils.data.Sampler):
+    """Indices whose consecutive runs hold every class about equally often.
+
+    Each epoch draws ``len(targets)`` indices: classes take turns (in an order shuffled every
+    turn), and each class walks through its own shuffled trials, reshuffled when used up. A
+    batch of ``b`` consecutive indices then holds ``b / n_classes`` trials of each class (±1),
+    whatever the class frequencies, so a minibatch's class imbalance cannot push the
+    output towards one class. Draws use torch's global RNG (seeded per epoch by
+    :class:`SeededEpochsMixin`).
+
+    Parameters
+    ----------
+    targets : array-like of int, shape (n_samples,)
+        Class index of every sample of the dataset the loader reads.
+    """
+
+    def __init__(self, targets):
+        self.targets = np.asarray(targets)
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __iter__(self):
+        pools = [torch.from_numpy(np.flatnonzero(self.targets == c)) for c in np.unique(self.targets)]
+        queues = [pool[torch.randperm(len(pool))].tolist() for pool in pools]
+        drawn = []
+        while len(drawn) < len(self.targets):
+            for c in torch.randperm(len(pools)).tolist():
+                if not queues[c]:
+                    queues[c] = pools[c][torch.randperm(len(pools[c]))].tolist()
+                drawn.append(queues[c].pop())
+        return iter(drawn[: len(self.targets)])
+
+
+def dataset_targets(dataset):
+    """The ``y`` of a skorch ``Dataset`` or of a ``Subset`` of one, as an array."""
+    if isinstance(dataset, Subset):
+        return np.asarray(dataset_targets(dataset.dataset))[dataset.indices]
+    return np.asarray(dataset.y)
+
+
 class EveryKthSplit:
     """Validation split: every ``k``-th sample (the release's rule), deterministic.
 

@@ -67,7 +67,24 @@ class AlignmentModule(torch.nn.Module):
 
 
 class AlignmentNet(_net.SeededEpochsMixin, _net.NeuralNet):
-    """skorch net for instruction tuning: cross-entropy over cosine logits."""
+    """skorch net for instruction tuning: cross-entropy over cosine logits.
+
+    With ``balance_classes=True`` the training batches are class-balanced
+    (:class:`~leaf_sk._net.ClassBalancedSampler`); validation batches are not.
+    """
+
+    def __init__(self, *args, balance_classes=False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.balance_classes = balance_classes
+
+    def get_iterator(self, dataset, training=False):
+        if not (training and self.balance_classes):
+            return super().get_iterator(dataset, training=training)
+        kwargs = self.get_params_for("iterator_train")
+        kwargs.pop("shuffle", None)
+        kwargs.setdefault("batch_size", self.batch_size)
+        sampler = _net.ClassBalancedSampler(_net.dataset_targets(dataset))
+        return self.iterator_train(dataset, sampler=sampler, **kwargs)
 
 
 class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
@@ -123,7 +140,14 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     freeze : {"none", "encoder", "tokenizer"}
         Parts of the network kept fixed during training.
     logit_scale : float
-        Multiplies the cosine similarities before the softmax (1 in the release).
+        Multiplies the cosine similarities before the softmax. The release uses 1 (no
+        temperature); here that cannot fit close label texts: "Left hand" and "Right hand"
+        have cosine 0.95, so their logits differ by at most 0.32 and no probability exceeds
+        0.58. With 10 the whole network fitted its training trials (benchmarks/RESULTS.md).
+    balance_classes : bool
+        Draw class-balanced training batches (each class about ``batch_size / n_classes``
+        times per batch). With shuffled batches the class imbalance of each batch moved every
+        output alike and training collapsed to one class (benchmarks/RESULTS.md).
     warm_start : bool
         Keep the training state (the skorch net with its optimizer) after ``fit``, and let the
         next ``fit`` continue from it for ``max_epochs`` more epochs (at the schedule's final
@@ -179,6 +203,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "freeze": [StrOptions({"none", "encoder", "tokenizer"})],
         "logit_scale": [Interval(Real, 0, None, closed="neither")],
+        "balance_classes": ["boolean"],
         "warm_start": ["boolean"],
         "callbacks": [list, None],
         "train_split": [callable, None],
@@ -191,8 +216,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
                  instruction=None, instruction_level=2, label_texts=None,
                  text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=20, lr=2e-4, lr_tokenizer=1e-3,
                  weight_decay=1e-3, warmup_epochs=1.0, batch_size=32, freeze="none",
-                 logit_scale=1.0, warm_start=False, callbacks=None, train_split=None,
-                 device="auto", verbose=0, random_state=None):
+                 logit_scale=10.0, balance_classes=True, warm_start=False, callbacks=None,
+                 train_split=None, device="auto", verbose=0, random_state=None):
         self.checkpoint = checkpoint
         self.size = size
         self.ch_names = ch_names
@@ -210,6 +235,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.freeze = freeze
         self.logit_scale = logit_scale
+        self.balance_classes = balance_classes
         self.warm_start = warm_start
         self.callbacks = callbacks
         self.train_split = train_split
@@ -359,7 +385,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
             optimizer__param_groups=[("model.tower.tokenizer.*", {"lr": self.lr_tokenizer})],
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
-            iterator_train__shuffle=True,
+            iterator_train__shuffle=not self.balance_classes,
+            balance_classes=self.balance_classes,
             train_split=self.train_split,
             callbacks=callbacks,
             callbacks__print_log__sink=_net.logger.debug,

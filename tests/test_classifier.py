@@ -304,3 +304,48 @@ def test_nan_at_predict(make_clf, trials):
     X[0, 0, 0] = np.nan
     with pytest.raises(ValueError, match=r"1 NaN or Inf values, in 1 trial\(s\) \[0\]"):
         clf.predict_proba(X)
+
+
+# --- class-balanced training batches ------------------------------------------------------
+
+def test_class_balanced_sampler_balances_every_batch():
+    from leaf_sk._net import ClassBalancedSampler
+
+    targets = np.array([0] * 30 + [1] * 10 + [2] * 8)
+    torch.manual_seed(0)
+    drawn = list(ClassBalancedSampler(targets))
+    assert len(drawn) == len(targets) and set(drawn) <= set(range(len(targets)))
+    for start in range(0, len(drawn) - 5, 6):
+        counts = np.bincount(targets[drawn[start:start + 6]], minlength=3)
+        assert counts.max() - counts.min() <= 1, counts
+    # every trial of the small classes is used; the large class contributes its share
+    assert set(np.flatnonzero(targets == 2)) <= set(drawn)
+    torch.manual_seed(0)
+    assert list(ClassBalancedSampler(targets)) == drawn
+
+
+class BatchLabels(Callback):
+    def initialize(self):
+        self.labels_ = []
+        return self
+
+    def on_batch_begin(self, net, batch=None, training=False, **kwargs):
+        if training:
+            self.labels_.append(batch[1].numpy().copy())
+
+
+@pytest.mark.parametrize("train_split", [None, ValidSplit(4, stratified=False)], ids=["all", "split"])
+def test_training_batches_are_class_balanced_by_default(make_clf, make_trials, train_split):
+    X, y = make_trials(n_trials=16)
+    y = np.where(np.arange(16) < 12, "left_hand", "right_hand")  # 12 against 4
+    recorder = BatchLabels()
+    clf = make_clf(max_epochs=2, batch_size=4, callbacks=[recorder], train_split=train_split,
+                   warm_start=True).fit(X, y)
+    (used,) = [cb for _, cb in clf.net_.callbacks_ if isinstance(cb, BatchLabels)]
+    full = [labels for labels in used.labels_ if len(labels) == 4]
+    assert full and all(np.bincount(labels, minlength=2).tolist() == [2, 2] for labels in full)
+    plain = make_clf(max_epochs=2, batch_size=4, callbacks=[BatchLabels()], balance_classes=False,
+                     warm_start=True).fit(X, y)
+    (used,) = [cb for _, cb in plain.net_.callbacks_ if isinstance(cb, BatchLabels)]
+    # shuffled batches of a 12-against-4 set are not all 2 + 2 (seeded, so this is fixed)
+    assert any(np.bincount(labels, minlength=2).tolist() != [2, 2] for labels in used.labels_)
