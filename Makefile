@@ -1,4 +1,6 @@
-# The project's two commands: `make test` and `make demo`. Both set up .venv on a fresh machine.
+# The project's two commands: `make test` and `make demo` (LEAF beside the baselines practitioners
+# run, `leaf-sk benchmark Kalunga2016`). Both set up .venv on a fresh machine. `make pretrain-demo`
+# STR-pretrains a small Tower for a few minutes and prints its loss curve.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -11,7 +13,7 @@ ifneq ($(wildcard $(SHARED_DATA)),)
 export MNE_DATA ?= $(abspath $(SHARED_DATA))
 endif
 
-.PHONY: install test test-all demo clean
+.PHONY: install test test-all demo pretrain-demo clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +33,9 @@ test-all: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/demo.py
+
+pretrain-demo: $(STAMP)
+	$(PY) examples/pretrain_demo.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

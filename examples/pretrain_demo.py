@@ -1,4 +1,4 @@
-"""`make demo`: STR-pretrain a small LEAF Tower for a few minutes on real EEG and print its loss curve.
+"""`make pretrain-demo`: STR-pretrain a small LEAF Tower for a few minutes on real EEG and print its loss curve.
 
 Uses the PhysioNet motor-imagery subjects 1-3, 5-14 (training side of our split) from
 ../shared/data, band-passed 0.5-45 Hz and cut into 4-s segments, then reports the losses on
@@ -19,7 +19,7 @@ DATA = ROOT.parent / "shared" / "data" / "mne_data"
 def main():
     if "MNE_DATA" not in os.environ:
         if not DATA.is_dir():
-            sys.exit(f"make demo needs the recordings of ../shared/data (looked in {DATA.name}/ beside "
+            sys.exit(f"make pretrain-demo needs the recordings of ../shared/data (looked in {DATA.name}/ beside "
                      "the repository); set MNE_DATA to a folder laid out for MOABB.")
         os.environ["MNE_DATA"] = str(DATA)
     os.environ.setdefault("MOABB_DOWNLOAD_PROVIDER", "upstream")
