@@ -465,7 +465,8 @@ def pipeline_configs(family, events, *, checkpoint="leaf-small", fine_tune_epoch
     -------
     dict
         ``{name: {"role", "default", "citations", "steps"}}``; ``steps`` is the ``pipeline``
-        list of a MOABB pipeline file (``name``, ``from``, ``parameters``).
+        list of a MOABB pipeline file (``name``, ``from``, ``parameters``). CCA also has
+        ``moabb_name``, its name in pipeline files.
     """
     names = {} if ch_names is None else {"ch_names": list(ch_names), "sfreq": float(sfreq)}
     texts = {i: label_text(e, family) for i, e in enumerate(events)}
@@ -521,10 +522,13 @@ def pipeline_configs(family, events, *, checkpoint="leaf-small", fine_tune_epoch
         baselines["FB-TS+LR"] = (["Kalunga et al. (2016), doi:10.1016/j.neucom.2016.01.007"], [
             _step("FilterBank", "leaf_sk.benchmark", **filter_bank), covariances, *tangent_lr])
         if len(frequencies) == len(events):  # CCA cannot recognise a class without a frequency
-            # MOABB label-encodes y; without this map SSVEP_CCA cannot tell the frequencies.
+            # MOABB label-encodes y (0, 1, ...); without this map SSVEP_CCA cannot tell the
+            # frequencies. The event names are keys too, for moabb.benchmark's Epochs group.
+            freq_map = {**{i: float(e) for i, e in enumerate(events)},
+                        **{e: float(e) for e in events}}
             baselines["CCA"] = (["Lin et al. (2006), doi:10.1109/TBME.2006.886577"], [
                 _step("SSVEP_CCA", "moabb.pipelines.classification", n_harmonics=3,
-                      freq_map={i: float(e) for i, e in enumerate(events)})])
+                      freq_map=freq_map)])
     if family == "p300":
         baselines["Xdawn+TS+LR"] = ([barachant], [
             to_array, _step("XdawnCovariances", "pyriemann.estimation", nfilter=4,
@@ -534,6 +538,10 @@ def pipeline_configs(family, events, *, checkpoint="leaf-small", fine_tune_epoch
             _step("MDM", "pyriemann.classification", metric="riemann")])
     for name, (citations, steps) in baselines.items():
         configs[name] = dict(role="baseline", default=True, citations=citations, steps=steps)
+    if "CCA" in configs:
+        # moabb.benchmark hands mne.Epochs and event-name labels to the pipelines whose name
+        # holds "SSVEP CCA", and arrays to the others: a user's array pipelines stay as they are.
+        configs["CCA"]["moabb_name"] = "SSVEP CCA"
     if family == "imagery":
         control = {"channels": list(FRONTAL_CHANNELS), "window_seconds": 0.5, **names}
         configs["frontal-control"] = dict(
@@ -625,7 +633,8 @@ def write_pipeline_files(folder, dataset, *, checkpoint="leaf-small", fine_tune_
     written = []
     for name in select_pipelines(configs, pipelines):
         config = configs[name]
-        document = {"name": name, "paradigms": [type(paradigm).__name__],
+        document = {"name": config.get("moabb_name", name),
+                    "paradigms": [type(paradigm).__name__],
                     "citations": config["citations"], "pipeline": config["steps"]}
         path = folder / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") + ".yml")
         path.write_text(yaml.safe_dump(document, sort_keys=False, width=100), encoding="utf-8")
@@ -852,7 +861,14 @@ def _checkpoint_digest(checkpoint):
 
 
 def _digest(document):
-    text = json.dumps(document, sort_keys=True, default=str)
+    def keyed(value):  # JSON keys are text; mixed int and str keys (freq_map) cannot be sorted
+        if isinstance(value, dict):
+            return {f"{type(k).__name__}:{k}": keyed(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [keyed(v) for v in value]
+        return value
+
+    text = json.dumps(keyed(document), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -55,7 +55,8 @@ def test_every_pipeline_is_yaml_and_builds(family, events):
 def test_label_texts_and_cca_frequencies_follow_moabb_label_encoding():
     configs = lb.pipeline_configs("ssvep", ["13", "17", "21"])
     (cca,) = configs["CCA"]["steps"]
-    assert cca["parameters"]["freq_map"] == {0: 13.0, 1: 17.0, 2: 21.0}
+    assert cca["parameters"]["freq_map"] == {0: 13.0, 1: 17.0, 2: 21.0,
+                                             "13": 13.0, "17": 17.0, "21": 21.0}
     (tuned,) = configs["LEAF-finetuned"]["steps"]
     assert tuned["parameters"]["label_texts"] == {0: "13 Hz flicker", 1: "17 Hz flicker",
                                                   2: "21 Hz flicker"}
@@ -510,6 +511,7 @@ def test_pipeline_files_are_current_and_run_in_moabb(kalunga_data, tmp_path):
     configs = parse_pipelines_from_directory(str(folder))
     assert {c["paradigms"][0] for c in configs} == {"SSVEP"}
     pipes = {c["name"]: c["pipeline"] for c in configs}
+    pipes["CCA"] = pipes.pop("SSVEP CCA")
     dataset = lb.get_dataset("Kalunga2016")
     dataset.subject_list = [9]
     paradigm, _ = lb.choose_paradigm(dataset)
@@ -522,3 +524,36 @@ def test_pipeline_files_are_current_and_run_in_moabb(kalunga_data, tmp_path):
     # CCA makes MOABB hand over mne.Epochs; the file's freq_map reads the encoded labels.
     scores = evaluation.process({"CCA": pipes["CCA"]}).set_index("pipeline").score
     assert scores["CCA"] > 0.6
+
+
+def test_moabb_benchmark_runs_the_pipeline_files(monkeypatch, tmp_path):
+    # moabb.benchmark(pipelines=folder) beside a user's own files; FakeDataset stands in for
+    # Kalunga2016 (same channels and rate), as moabb.benchmark cannot restrict subjects.
+    import shutil
+
+    import moabb
+    from moabb.datasets.fake import FakeDataset
+
+    folder = tmp_path / "pipelines"
+    folder.mkdir()
+    for name in ("TS_LR.yml", "CCA.yml", "LEAF_LR.yml"):
+        shutil.copy(PIPELINE_FOLDER / "Kalunga2016" / name, folder)
+    (folder / "mine.yml").write_text(yaml.safe_dump({
+        "name": "my MDM", "paradigms": ["SSVEP"],
+        "pipeline": [{"name": "Covariances", "from": "pyriemann.estimation"},
+                     {"name": "MDM", "from": "pyriemann.classification"}]}))
+    monkeypatch.setenv("MNE_DATA", str(tmp_path / "mne_data"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "tmp"))  # MOABB's temporary folders
+    before = set(os.environ)
+    fake = FakeDataset(event_list=("13", "17", "21"), n_sessions=1, n_runs=1, n_subjects=2,
+                       n_events=30, duration=100, paradigm="ssvep", channels=KALUNGA_CHANNELS,
+                       sfreq=256, seed=0)
+    for key in set(os.environ) - before:
+        Path(os.environ[key]).rmdir()
+        monkeypatch.setenv(key, str(tmp_path))
+    results = moabb.benchmark(pipelines=str(folder), evaluations=["WithinSession"],
+                              include_datasets=[fake], results=str(tmp_path / "results"),
+                              output=str(tmp_path / "output"), n_jobs=1)
+    assert sorted(set(results.pipeline)) == ["LEAF+LR", "SSVEP CCA", "TS+LR", "my MDM"]
+    assert len(results) == 8 and results.score.between(0, 1).all()
