@@ -448,6 +448,29 @@ def test_cli_subject_absent_offline_one_message(tmp_path, monkeypatch, capsys):
     assert "Traceback" not in err and list(data.iterdir()) == []
 
 
+def test_demo_without_data_or_network_says_what_to_set(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("demo", REPO / "examples" / "demo.py")
+    demo = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(demo)
+    (tmp_path / "mne_data").mkdir()
+    monkeypatch.setenv("MNE_DATA", str(tmp_path / "mne_data"))
+    monkeypatch.setenv("_MNE_FAKE_HOME_DIR", str(tmp_path / "home"))
+    monkeypatch.setenv("MOABB_DOWNLOAD_PROVIDER", "upstream")
+    for key in [k for k in os.environ if k.startswith("MNE_DATASETS_")]:
+        monkeypatch.delenv(key)
+    _block_network(monkeypatch)
+    assert demo.main(out=tmp_path / "demo") == 0
+    captured = capsys.readouterr()
+    assert "MOABB downloads it there (about 70 MB)" in captured.out
+    assert "Kalunga2016 subject 1 is not on this machine" in captured.err
+    assert "make demo needs the Kalunga2016 recordings: put this repository beside shared/" \
+        in captured.out and "set MNE_DATA" in captured.out
+    assert "Traceback" not in captured.err and not (tmp_path / "demo").exists()
+    assert list((tmp_path / "mne_data").iterdir()) == []
+
+
 # --- real recordings ---------------------------------------------------------------------------
 
 
