@@ -580,3 +580,31 @@ def test_moabb_benchmark_runs_the_pipeline_files(monkeypatch, tmp_path):
                               output=str(tmp_path / "output"), n_jobs=1)
     assert sorted(set(results.pipeline)) == ["LEAF+LR", "SSVEP CCA", "TS+LR", "my MDM"]
     assert len(results) == 8 and results.score.between(0, 1).all()
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_physionet_reproduces_the_results_table(tmp_path, monkeypatch):
+    # benchmarks/RESULTS.md, PhysioNet MI, test subjects 15-18 and 42 (ROC AUC, per subject).
+    data = Path(os.environ.get("MNE_DATA", SHARED))
+    if not (data / "MNE-eegbci-data").is_dir():
+        pytest.skip(f"the PhysioNet recordings are not in {data}")
+    monkeypatch.setenv("MNE_DATA", str(data))
+    monkeypatch.setenv("MOABB_DOWNLOAD_PROVIDER", "upstream")
+    expected = {
+        ("within-session", "CSP+LDA"): [0.890, 0.530, 0.590, 0.790, 0.990],
+        ("within-session", "TS+LR"): [0.880, 0.560, 0.310, 0.490, 0.990],
+        ("within-session", "MDM"): [0.610, 0.470, 0.320, 0.330, 0.890],
+        ("within-session", "frontal-control"): [0.590, 0.680, 0.620, 0.670, 0.420],
+        ("within-session", "LEAF+LR"): [0.610, 0.590, 0.590, 0.740, 0.690],
+        ("cross-subject", "TS+LR"): [0.937, 0.575, 0.607, 0.706, 0.883],
+        ("cross-subject", "CSP+LDA"): [0.905, 0.646, 0.613, 0.413, 0.980],
+        ("cross-subject", "MDM"): [0.619, 0.615, 0.571, 0.571, 0.787],
+        ("cross-subject", "frontal-control"): [0.492, 0.478, 0.474, 0.425, 0.435],
+        ("cross-subject", "LEAF+LR"): [0.557, 0.431, 0.453, 0.763, 0.518],
+    }
+    scores = lb.run_benchmark("PhysionetMI", pipelines=["baselines", "LEAF+LR"])
+    table = lb.summarize(scores).set_index(["evaluation", "pipeline"])
+    for key, values in expected.items():
+        got = table.loc[key, ["s15", "s16", "s17", "s18", "s42"]].astype(float).to_numpy()
+        assert np.allclose(got, values, atol=0.0015), (key, got)
