@@ -40,31 +40,7 @@ def parse_subjects(text):
 
 
 def load_moabb_raws(name, subjects):
-    """Continuous recordings of a MOABB dataset, one ``mne.io.Raw`` per run.
-
-    Parameters
-    ----------
-    name : str
-        A class name in ``moabb.datasets`` (e.g. ``"Kalunga2016"``, ``"PhysionetMI"``).
-    subjects : list of int
-        Subjects to load; always explicit, so that nothing unexpected is downloaded.
-
-    Returns
-    -------
-    list of mne.io.Raw
-        EEG channels only, loaded into memory.
-
-    Raises
-    ------
-    FileNotFoundError
-        When a subject is not on disk and cannot be downloaded (e.g. offline); see
-        :func:`load_moabb`.
-
-    Notes
-    -----
-    ``PhysionetMI`` is loaded with ``imagined=True`` and its hands/feet runs disabled: the
-    left/right imagery runs are what every subject has.
-    """
+    """The recordings of :func:`load_moabb` without the description: a list of ``mne.io.Raw``."""
     return load_moabb(name, subjects)[0]
 
 

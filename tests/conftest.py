@@ -116,3 +116,15 @@ def _fresh_channel_warnings():
     _input._WARNED_CHANNEL_SETS.clear()
     _input._WARNED_AMPLITUDES.clear()
     yield
+
+
+def block_network(monkeypatch):
+    """Make every socket connection and name lookup of this test fail, as offline."""
+    import socket
+
+    def blocked(*args, **kwargs):
+        raise OSError("network blocked in test")
+
+    monkeypatch.setattr(socket.socket, "connect", blocked)
+    monkeypatch.setattr(socket, "create_connection", blocked)
+    monkeypatch.setattr(socket, "getaddrinfo", blocked)

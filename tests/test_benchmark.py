@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import block_network
 
 from leaf_sk import benchmark as lb
 from leaf_sk.cli import main
@@ -416,17 +417,6 @@ def test_cli_help_explains_every_option_with_its_default(capsys):
     assert "LEAF-zeroshot (direct inference" in text and "CCA" in text
 
 
-def _block_network(monkeypatch):
-    import socket
-
-    def blocked(*args, **kwargs):
-        raise OSError("network blocked in test")
-
-    monkeypatch.setattr(socket.socket, "connect", blocked)
-    monkeypatch.setattr(socket, "create_connection", blocked)
-    monkeypatch.setattr(socket, "getaddrinfo", blocked)
-
-
 def test_cli_subject_absent_offline_one_message(tmp_path, monkeypatch, capsys):
     data = tmp_path / "mne_data"
     data.mkdir()
@@ -435,7 +425,7 @@ def test_cli_subject_absent_offline_one_message(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MOABB_DOWNLOAD_PROVIDER", "upstream")
     for key in [k for k in os.environ if k.startswith("MNE_DATASETS_")]:
         monkeypatch.delenv(key)
-    _block_network(monkeypatch)
+    block_network(monkeypatch)
     status = main(["benchmark", "Kalunga2016", "--subjects", "12", "--evaluation", "within",
                    "--pipelines", "MDM", "--out", str(tmp_path / "out"), "--quiet"])
     assert status == 2
@@ -460,7 +450,7 @@ def test_demo_without_data_or_network_says_what_to_set(tmp_path, monkeypatch, ca
     monkeypatch.setenv("MOABB_DOWNLOAD_PROVIDER", "upstream")
     for key in [k for k in os.environ if k.startswith("MNE_DATASETS_")]:
         monkeypatch.delenv(key)
-    _block_network(monkeypatch)
+    block_network(monkeypatch)
     assert demo.main(out=tmp_path / "demo") == 0
     captured = capsys.readouterr()
     assert "MOABB downloads it there (about 70 MB)" in captured.out

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_muse_csv
+from conftest import block_network, write_muse_csv
 
 from leaf_sk.checkpoint import load_checkpoint, read_metadata
 from leaf_sk.cli import main
@@ -272,17 +272,6 @@ def test_summary_names_the_physionet_runs_not_loaded(tmp_path, capsys, monkeypat
 # --- a MOABB subject that is not on this machine, offline ---------------------------------------
 
 
-def _block_network(monkeypatch):
-    import socket
-
-    def blocked(*args, **kwargs):
-        raise OSError("network blocked in test")
-
-    monkeypatch.setattr(socket.socket, "connect", blocked)
-    monkeypatch.setattr(socket, "create_connection", blocked)
-    monkeypatch.setattr(socket, "getaddrinfo", blocked)
-
-
 @pytest.mark.parametrize("spec, provider, looked_in", [
     ("PhysionetMI:30", "upstream", "MNE-eegbci-data/files/eegmmidb/1.0.0/S030/S030R04.edf"),
     ("Kalunga2016:12", "upstream", "MNE-ssvepexo-data/zenodo/2392979/subject12_run1_raw.fif"),
@@ -302,7 +291,7 @@ def test_moabb_subject_missing_offline_one_message_no_folder_left(
     for key in list(os.environ):
         if key.startswith("MNE_DATASETS_"):
             monkeypatch.delenv(key)
-    _block_network(monkeypatch)
+    block_network(monkeypatch)
     assert main(["pretrain", "--moabb", spec, "--out", str(tmp_path / "run"), "--size",
                  "tiny"]) == 2
     err = capsys.readouterr().err
