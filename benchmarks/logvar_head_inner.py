@@ -50,7 +50,7 @@ def line(name, aucs):
 
 
 def baselines(X, y, subject, fit):
-    pipelines = {
+    pipelines = {  # new instances per call
         "CSP+LDA": make_pipeline(CSP(n_components=8), LinearDiscriminantAnalysis()),
         "TS+LR": make_pipeline(Covariances("oas"), TangentSpace(metric="riemann"), LogisticRegression()),
     }
@@ -58,6 +58,19 @@ def baselines(X, y, subject, fit):
         pipeline.fit(X[fit], y[fit])
         print(line(name, per_subject_auc(y[~fit], pipeline.predict_proba(X[~fit])[:, 1], subject[~fit])),
               flush=True)
+
+
+def euclidean_alignment(X, subject):
+    """Each subject's trials times ``R^-1/2``, ``R`` the mean of its trials' covariances."""
+    from scipy.linalg import fractional_matrix_power
+
+    aligned = np.empty_like(X)
+    for s in np.unique(subject):
+        trials = X[subject == s]
+        mean_cov = np.mean([t @ t.T / t.shape[-1] for t in trials], axis=0)
+        whitener = np.real(fractional_matrix_power(mean_cov, -0.5))
+        aligned[subject == s] = whitener @ trials
+    return aligned * np.median(np.abs(X)) / np.median(np.abs(aligned))
 
 
 def main(argv=None):
@@ -69,6 +82,9 @@ def main(argv=None):
     parser.add_argument("--weight-decay", type=float, default=1e-3)
     parser.add_argument("--crop-windows", type=int, default=0,
                         help="train on random crops this many 0.5-s windows shorter")
+    parser.add_argument("--align", action="store_true",
+                        help="Euclidean alignment: whiten each subject's trials by the inverse square "
+                             "root of its mean spatial covariance (unlabelled, per subject)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -81,7 +97,11 @@ def main(argv=None):
     fit = ~np.isin(subject, VALID_SUBJECTS)
     baselines(data["X"], y, subject, fit)
 
-    trials = read_trials(data["X"], ch_names=list(data["ch_names"]), sfreq=float(data["sfreq"]))
+    raw = euclidean_alignment(data["X"], subject) if args.align else data["X"]
+    if args.align:
+        print("with Euclidean alignment:")
+        baselines(raw, y, subject, fit)
+    trials = read_trials(raw, ch_names=list(data["ch_names"]), sfreq=float(data["sfreq"]))
     X = to_template(trials, make_channel_map(trials.ch_names))
     n_windows = X.shape[-1] // 100
     torch.manual_seed(args.seed)
@@ -123,7 +143,8 @@ def main(argv=None):
                 train_score = torch.softmax(head(features(X_fit)), 1)[:, 1].numpy()
                 valid_score = torch.softmax(head(features(X_valid)), 1)[:, 1].numpy()
             print(f"epoch {epoch + 1}: train AUC {roc_auc_score(y[fit], train_score):.3f}; "
-                  + line(f"{args.init} tokenizer + log-variance head ({args.readout})",
+                  + line(f"{args.init} tokenizer + log-variance head ({args.readout}"
+                         f"{', aligned' if args.align else ''})",
                          per_subject_auc(y[~fit], valid_score, subject[~fit]))
                   + f"; {time.time() - start:.0f} s", flush=True)
 
