@@ -1,5 +1,8 @@
 """Shared, seeded fixtures: pyRiemann-style factories for EEG trials, Epochs and tiny estimators."""
 
+import os
+from pathlib import Path
+
 import mne
 import numpy as np
 import pytest
@@ -128,3 +131,22 @@ def block_network(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", blocked)
     monkeypatch.setattr(socket, "create_connection", blocked)
     monkeypatch.setattr(socket, "getaddrinfo", blocked)
+
+
+# The recordings laid out for MOABB beside the repository (../shared/data/mne_data).
+SHARED_MNE_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mne_data"
+
+
+def use_shared_data(monkeypatch, folder):
+    """Point MNE and MOABB at the data folder holding ``folder``, or skip the test.
+
+    The folder is ``$MNE_DATA`` if set, else ../shared/data/mne_data; MOABB is told not to
+    try its mirror. Returns the data folder.
+    """
+    data = Path(os.environ.get("MNE_DATA", SHARED_MNE_DATA))
+    if not (data / folder).is_dir():
+        pytest.skip(f"{folder} is not in {data}; set MNE_DATA to a MOABB data folder that holds it "
+                    "(../shared/data/mne_data)")
+    monkeypatch.setenv("MNE_DATA", str(data))
+    monkeypatch.setenv("MOABB_DOWNLOAD_PROVIDER", "upstream")
+    return data

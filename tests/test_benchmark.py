@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import block_network
+from conftest import block_network, use_shared_data
 
 from leaf_sk import benchmark as lb
 from leaf_sk.cli import main
@@ -27,7 +27,6 @@ pytestmark = [pytest.mark.filterwarnings("ignore::FutureWarning"),
               pytest.mark.filterwarnings("ignore:The EEG amplitudes look:UserWarning")]
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data" / "mne_data"
 PIPELINE_FOLDER = REPO / "benchmarks" / "pipelines"
 KALUNGA_CHANNELS = ["Oz", "O1", "O2", "PO3", "POz", "PO7", "PO8", "PO4"]
 
@@ -466,13 +465,7 @@ def test_demo_without_data_or_network_says_what_to_set(tmp_path, monkeypatch, ca
 
 @pytest.fixture
 def kalunga_data(monkeypatch):
-    data = Path(os.environ.get("MNE_DATA", SHARED))
-    if not (data / "MNE-ssvepexo-data").is_dir():
-        pytest.skip(f"the Kalunga2016 recordings are not in {data}; set MNE_DATA to a MOABB data "
-                    "folder that holds them (../shared/data/mne_data)")
-    monkeypatch.setenv("MNE_DATA", str(data))
-    monkeypatch.setenv("MOABB_DOWNLOAD_PROVIDER", "upstream")
-    return data
+    return use_shared_data(monkeypatch, "MNE-ssvepexo-data")
 
 
 @pytest.mark.data
@@ -576,11 +569,7 @@ def test_moabb_benchmark_runs_the_pipeline_files(monkeypatch, tmp_path):
 @pytest.mark.data
 def test_physionet_reproduces_the_results_table(tmp_path, monkeypatch):
     # benchmarks/RESULTS.md, PhysioNet MI, test subjects 15-18 and 42 (ROC AUC, per subject).
-    data = Path(os.environ.get("MNE_DATA", SHARED))
-    if not (data / "MNE-eegbci-data").is_dir():
-        pytest.skip(f"the PhysioNet recordings are not in {data}")
-    monkeypatch.setenv("MNE_DATA", str(data))
-    monkeypatch.setenv("MOABB_DOWNLOAD_PROVIDER", "upstream")
+    use_shared_data(monkeypatch, "MNE-eegbci-data")
     expected = {
         ("within-session", "CSP+LDA"): [0.890, 0.530, 0.590, 0.790, 0.990],
         ("within-session", "TS+LR"): [0.880, 0.560, 0.310, 0.490, 0.990],

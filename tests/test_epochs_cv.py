@@ -4,12 +4,12 @@ scikit-learn indexes Epochs (which have no ``shape``) into a list of one-trial E
 estimators read such a list as one set of trials.
 """
 
-import os
 from pathlib import Path
 
 import mne
 import numpy as np
 import pytest
+from conftest import use_shared_data
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, ShuffleSplit, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -17,8 +17,6 @@ from sklearn.pipeline import make_pipeline
 from leaf_sk import LeafEncoder, LeafInstructionClassifier
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*template channels.*are interpolated:UserWarning")
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mne_data"
 
 
 def test_cross_val_score_and_grid_search_on_epochs(make_epochs, tiny_params):
@@ -58,11 +56,9 @@ def test_list_of_epochs_must_share_channels_and_rate(make_epochs):
 
 @pytest.mark.data
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
-def test_mne_csp_example_runs_with_leaf_encoder_on_real_epochs():
+def test_mne_csp_example_runs_with_leaf_encoder_on_real_epochs(monkeypatch):
     """MNE's CSP example (PhysioNet subject 1, hands vs feet) with LeafEncoder on the Epochs."""
-    data = Path(os.environ.get("MNE_DATA", SHARED))
-    if not (data / "MNE-eegbci-data").is_dir():
-        pytest.skip(f"the PhysioNet recordings are not in {data}; set MNE_DATA to ../shared/data/mne_data")
+    use_shared_data(monkeypatch, "MNE-eegbci-data")
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -70,7 +66,6 @@ def test_mne_csp_example_runs_with_leaf_encoder_on_real_epochs():
         from mne_csp_example_with_leaf import load_epochs
     finally:
         sys.path.pop(0)
-    os.environ.setdefault("MNE_DATA", str(data))
     epochs, labels = load_epochs()
     assert isinstance(epochs, mne.BaseEpochs) and len(epochs) == 45
     pipeline = make_pipeline(LeafEncoder(device="cpu"), LogisticRegression(max_iter=1000))

@@ -5,11 +5,10 @@ Held-out subjects 9 and 10 only (the packaged checkpoint never saw them), arrays
 sanity here; the figures quoted in benchmarks/RESULTS.md come from benchmarks/moabb_eval.py.
 """
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import use_shared_data
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
@@ -24,18 +23,12 @@ pytestmark = [
 ]
 
 SUBJECTS = [9, 10]
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "mne_data"
 TEXTS = {"13": "13 Hz flicker", "17": "17 Hz flicker", "21": "21 Hz flicker", "rest": "Resting"}
 
 
 @pytest.fixture
 def kalunga(monkeypatch):
-    data = Path(os.environ.get("MNE_DATA", SHARED))
-    if not (data / "MNE-ssvepexo-data").is_dir():
-        pytest.skip(f"the Kalunga2016 recordings are not in {data}; set MNE_DATA to a MOABB data "
-                    "folder that holds them (../shared/data/mne_data)")
-    monkeypatch.setenv("MNE_DATA", str(data))
-    monkeypatch.setenv("MOABB_DOWNLOAD_PROVIDER", "upstream")
+    use_shared_data(monkeypatch, "MNE-ssvepexo-data")
     from moabb.datasets import Kalunga2016
     from moabb.paradigms import SSVEP
 
