@@ -37,8 +37,7 @@ DATASETS = {"kalunga": ("Kalunga2016", 20), "physionet": ("PhysionetMI", 10)}
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", choices=sorted(DATASETS), default="kalunga")
-    parser.add_argument("--evaluations", default="within,cross",
-                        help="within, cross or within,cross")
+    parser.add_argument("--evaluation", choices=["within", "cross", "both"], default="both")
     parser.add_argument("--checkpoint", default="leaf-small",
                         help="LEAF checkpoint (packaged name or path; 'none': random weights)")
     parser.add_argument("--epochs-tuned", type=int, default=None,
@@ -52,8 +51,6 @@ def main(argv=None):
         return
     warnings.filterwarnings("ignore", category=UserWarning)
     name, epochs = DATASETS[args.dataset]
-    kinds = set(args.evaluations.split(","))
-    evaluation = "both" if kinds == {"within", "cross"} else kinds.pop()
     paradigm = None
     if args.dataset == "kalunga":
         from moabb.paradigms import SSVEP
@@ -61,10 +58,10 @@ def main(argv=None):
         paradigm = SSVEP(n_classes=4)
     out = args.out / name
     scores = run_benchmark(
-        name, evaluation=evaluation, pipelines=["all"], paradigm=paradigm,
+        name, evaluation=args.evaluation, pipelines=["all"], paradigm=paradigm,
         checkpoint=None if args.checkpoint.lower() == "none" else args.checkpoint,
         fine_tune_epochs=args.epochs_tuned or epochs, out=out, progress=True)
-    table, files = write_report(scores, out)
+    table, _ = write_report(scores, out)
     print(format_table(table))
     print(f"wrote {out}")
 

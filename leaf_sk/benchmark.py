@@ -33,6 +33,10 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.model_selection import BaseCrossValidator
 from sklearn.utils.metaestimators import available_if
 
+from ._atomic import atomic_path, write_text_atomic
+from ._input import _listed
+from .datasets import _data_roots, _directories, _get_subject_data, moabb_dataset, parse_subjects
+
 logger = logging.getLogger("leaf_sk")
 
 #: ``evaluation`` argument to the label in the results.
@@ -150,7 +154,7 @@ class WindowMeans(TransformerMixin, BaseEstimator):
                        for c in self.channels if c in names or c.lower() in lower]
         if not self.picks_:
             raise ValueError(f"None of the channels {list(self.channels)} is in the data "
-                             f"({names[:8]}...); pass channels that the recordings have.")
+                             f"{_listed(names)}; pass channels that the recordings have.")
         self.step_ = max(1, int(round(sfreq * self.window_seconds)))
         return self
 
@@ -350,12 +354,7 @@ def get_dataset(dataset):
                 "e.g. Kalunga2016 (SSVEP) or PhysionetMI (motor imagery)")
         raise ValueError(f"MOABB has no dataset {dataset!r}; {hint} Names are the classes of "
                          "moabb.datasets.")
-    cls = getattr(moabb_datasets, dataset)
-    if dataset == "PhysionetMI":
-        instance = cls(imagined=True)
-        instance.feet_runs = []
-        return instance
-    return cls()
+    return moabb_dataset(getattr(moabb_datasets, dataset))[0]
 
 
 def dataset_name(dataset):
@@ -637,7 +636,7 @@ def write_pipeline_files(folder, dataset, *, checkpoint="leaf-small", fine_tune_
                     "paradigms": [type(paradigm).__name__],
                     "citations": config["citations"], "pipeline": config["steps"]}
         path = folder / (re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_") + ".yml")
-        path.write_text(yaml.safe_dump(document, sort_keys=False, width=100), encoding="utf-8")
+        write_text_atomic(path, yaml.safe_dump(document, sort_keys=False, width=100))
         written.append(path)
     return written
 
@@ -722,14 +721,7 @@ def _subjects_from_text(text):
     match = _SUBJECTS_TEXT.search(str(text))
     if not match:
         return None
-    subjects = set()
-    for part in re.split(r"\s*,\s*", match.group(1).replace("\u2013", "-").strip(" ,")):
-        if "-" in part:
-            low, high = (int(v) for v in part.split("-"))
-            subjects.update(range(low, high + 1))
-        elif part:
-            subjects.add(int(part))
-    return subjects
+    return set(parse_subjects(match.group(1).replace("\u2013", "-")))
 
 
 def checkpoint_training_data(checkpoint, _seen=None):
@@ -924,7 +916,6 @@ def _check_on_disk(dataset, subjects):
     list of str
         The EEG channel names of the first subject's first run.
     """
-    from .datasets import _data_roots, _directories, _get_subject_data
 
     roots = _data_roots()
     before = _directories(roots)
@@ -1139,7 +1130,6 @@ def _run_units(dataset, paradigm, kinds, test, train, estimators, todo, units, r
     from moabb.evaluations import CrossSubjectEvaluation, WithinSessionEvaluation
     from tqdm.auto import tqdm
 
-    from ._atomic import atomic_path
 
     name = dataset_name(dataset)
     metric = paradigm.scoring if isinstance(paradigm.scoring, str) else next(iter(
@@ -1179,7 +1169,6 @@ def _run_units(dataset, paradigm, kinds, test, train, estimators, todo, units, r
                 if not pending:
                     continue
                 if kind == "within":
-                    dataset.subject_list = sorted({s for _, s in pending})
                     evaluation = WithinSessionEvaluation(**settings)
                     for pipe in estimators:
                         for subject in [s for p, s in pending if p == pipe]:
@@ -1448,7 +1437,6 @@ def write_report(scores, out, *, moabb_plots=True):
     files : dict
         ``{"summary_csv", "summary_md", "plot", "moabb_plots"}`` to paths.
     """
-    from ._atomic import atomic_path, write_text_atomic
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

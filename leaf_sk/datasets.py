@@ -84,11 +84,7 @@ def load_moabb(name, subjects):
     if cls is None:
         raise ValueError(f"moabb.datasets has no dataset {name!r}; use a class name such as "
                          "'Kalunga2016' or 'PhysionetMI'.")
-    dataset = cls(imagined=True) if name == "PhysionetMI" else cls()
-    skipped_runs = []
-    if name == "PhysionetMI":
-        skipped_runs = _physionet_skipped_runs(dataset)
-        dataset.feet_runs = []
+    dataset, skipped_runs = moabb_dataset(cls)
     unknown = sorted(set(subjects) - set(dataset.subject_list))
     if unknown:
         raise ValueError(f"{name} has no subjects {unknown}; it has {dataset.subject_list[:5]}...")
@@ -111,6 +107,26 @@ def load_moabb(name, subjects):
     description = {"source": "moabb", "name": name, "subjects": [int(s) for s in subjects],
                    "recordings": recordings, "skipped_runs": skipped_runs}
     return raws, description
+
+
+def moabb_dataset(cls):
+    """An instance of a MOABB dataset class as leaf-sk reads it, and the runs it leaves out.
+
+    ``PhysionetMI`` is read with ``imagined=True`` and without its hands/feet runs (not every
+    copy of a subject has them); every other class with its defaults.
+
+    Returns
+    -------
+    dataset : moabb.datasets.base.BaseDataset
+    skipped_runs : list of dict
+        Groups of runs not read (``runs``, ``why``); empty for most datasets.
+    """
+    if cls.__name__ != "PhysionetMI":
+        return cls(), []
+    dataset = cls(imagined=True)
+    skipped_runs = _physionet_skipped_runs(dataset)
+    dataset.feet_runs = []
+    return dataset, skipped_runs
 
 
 def _physionet_skipped_runs(dataset):
