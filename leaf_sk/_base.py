@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from numbers import Integral, Real
@@ -13,6 +14,7 @@ from sklearn.base import _fit_context  # noqa: F401
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from .alignment import ALIGNMENTS, euclidean_alignment
 from ._input import (_listed, as_numeric_array, check_same_channels, is_epochs_sequence,
                      make_channel_map, read_trials, to_template)
 from .checkpoint import load_checkpoint
@@ -28,6 +30,7 @@ SHARED_CONSTRAINTS = {
     "units": [StrOptions({"uV", "µV", "V", "mV"}), None],
     "instruction": [str, None],
     "instruction_level": [Interval(Integral, 0, 2, closed="both")],
+    "alignment": [StrOptions(set(ALIGNMENTS)), None],
 }
 
 
@@ -67,16 +70,18 @@ def torch_seed(random_state):
 class LeafInputMixin:
     """The one input path of every estimator: EEG in any accepted form to template tensors.
 
-    Expects the estimator parameters ``ch_names``, ``sfreq`` and ``units``. ``fit`` computes
-    the channel matrix (mapping plus spherical-spline interpolation) once; ``transform``,
-    ``predict`` and friends reuse it and refuse another channel set.
+    Expects the estimator parameters ``ch_names``, ``sfreq``, ``units`` and ``alignment``.
+    ``fit`` computes the channel matrix (mapping plus spherical-spline interpolation) once;
+    ``transform``, ``predict`` and friends reuse it and refuse another channel set.
     """
 
-    def _template_data(self, X, *, fit):
+    def _template_data(self, X, *, fit, groups=None):
         """EEG to float32 ``(n_trials, 65, n_windows * 100)`` at 200 Hz, each trial scaled alone.
 
         A 2-D ``X`` of shape ``(n_trials, n_channels * n_times)`` (trials flattened channel by
-        channel, as ``X.reshape(len(X), -1)`` gives) is accepted when ``ch_names`` is set.
+        channel, as ``X.reshape(len(X), -1)`` gives) is accepted when ``ch_names`` is set. With
+        ``alignment="euclidean"`` the trials of each group (all of them when ``groups`` is
+        None) are re-centred first (:func:`~leaf_sk.alignment.euclidean_alignment`).
         """
         if not fit:
             check_is_fitted(self, "channel_map_")
@@ -93,6 +98,12 @@ class LeafInputMixin:
         else:
             check_same_channels(self.ch_names_, trials.ch_names)
             self._check_n_features(n_features, flat=n_flat_features is not None)
+        if getattr(self, "alignment", None) == "euclidean":
+            trials = dataclasses.replace(trials, data=euclidean_alignment(trials.data, groups))
+        elif groups is not None:
+            raise ValueError(
+                f"groups are only used with alignment='euclidean' (alignment={self.alignment!r}); "
+                "set alignment='euclidean' to re-centre each group's trials, or leave groups out.")
         return to_template(trials, self.channel_map_)
 
     def _check_n_features(self, n_features, *, flat):

@@ -41,6 +41,13 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         Units of ``X``. None means microvolts for arrays (what MOABB returns) and volts for
         ``mne.Epochs``. Each trial is robust-scaled on its own, so the unit does not change the
         output; it is checked for plausibility (a warning names the likely unit).
+    alignment : {"euclidean"} or None
+        ``"euclidean"`` re-centres the trials of each subject or session before the network:
+        each group is whitened by the inverse square root of its mean spatial covariance
+        (:func:`~leaf_sk.alignment.euclidean_alignment`, no labels used). A group is one value of
+        ``groups`` in ``fit``, and otherwise all the trials of one call: pass one subject's or
+        session's trials per call (as MOABB's evaluations do at test time). A trial's output then
+        depends on the trials that come with it. Use it with checkpoints trained on aligned EEG.
     instruction : str or None
         Task in words (e.g. ``"motor imagery: left or right hand"``). When given, features are
         the Q-Former output conditioned on it, shape ``(n, d_text)``; otherwise pooled tokens.
@@ -99,13 +106,15 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, checkpoint="leaf-small", *, size="small", ch_names=None, sfreq=None, units=None,
-                 instruction=None, instruction_level=1, label_texts=None, pooling="mean",
+                 alignment=None, instruction=None, instruction_level=1, label_texts=None,
+                 pooling="mean",
                  text_encoder=DEFAULT_TEXT_ENCODER, batch_size=64, device="auto", random_state=None):
         self.checkpoint = checkpoint
         self.size = size
         self.ch_names = ch_names
         self.sfreq = sfreq
         self.units = units
+        self.alignment = alignment
         self.instruction = instruction
         self.instruction_level = instruction_level
         self.label_texts = label_texts
@@ -116,7 +125,7 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, groups=None):
         """Validate ``X``, compute the channel matrix and load the network.
 
         Parameters
@@ -125,16 +134,19 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
             EEG trials of at least 1 s.
         y : None
             Ignored.
+        groups : array-like of shape (n_trials,), optional
+            Subject or session of each trial, for ``alignment="euclidean"``; None treats the
+            trials as one group.
 
         Returns
         -------
         self
         """
-        self._fit(X)
+        self._fit(X, groups)
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit_transform(self, X, y=None):
+    def fit_transform(self, X, y=None, groups=None):
         """Fit, then embed ``X``, mapping and resampling it once.
 
         Parameters
@@ -142,15 +154,18 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         X : ndarray of shape (n_trials, n_channels, n_times) or mne.Epochs
         y : None
             Ignored.
+        groups : array-like of shape (n_trials,), optional
+            Subject or session of each trial, for ``alignment="euclidean"``; None treats the
+            trials as one group.
 
         Returns
         -------
         ndarray of shape (n_trials, n_features_out_), float32
         """
-        data = self._fit(X)
+        data = self._fit(X, groups)
         return predict_in_batches(self._embed, data, self.batch_size, self.device_)
 
-    def _fit(self, X):
+    def _fit(self, X, groups=None):
         """Fitted state from ``X``; returns ``X`` on the template for a following transform."""
         if self.instruction is not None and self.pooling != "mean":
             raise ValueError(
@@ -158,7 +173,7 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
                 f"{self.instruction!r} the features are the Q-Former's embedding, which is not "
                 "pooled; leave pooling='mean' (the default) with an instruction, or set "
                 "instruction=None to use pooled tokens.")
-        data = self._template_data(X, fit=True)
+        data = self._template_data(X, fit=True, groups=groups)
         self.device_ = check_torch_device(self.device)
         if self.instruction is not None:
             encoder = get_text_encoder(self.text_encoder)
