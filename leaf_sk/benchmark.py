@@ -473,8 +473,10 @@ def pipeline_configs(family, events, *, checkpoint="leaf-small", fine_tune_epoch
     scaled_lr = [_step("StandardScaler", "sklearn.preprocessing"),
                  _step("LogisticRegression", "sklearn.linear_model", max_iter=1000)]
 
-    def encoder(weights, pooling):
+    def encoder(weights, pooling, alignment=None):
         params = {"checkpoint": weights, "pooling": pooling, **names}
+        if alignment is not None:
+            params["alignment"] = alignment
         if weights is None:
             params.update(size="small", random_state=random_state)
         return [_step("LeafEncoder", "leaf_sk", **params), *scaled_lr]
@@ -491,6 +493,8 @@ def pipeline_configs(family, events, *, checkpoint="leaf-small", fine_tune_epoch
         "LEAF-finetuned": dict(role="leaf", default=True, citations=leaf,
                                steps=classifier(fine_tune_epochs)),
         "LEAF-zeroshot": dict(role="leaf", default=True, citations=leaf, steps=classifier(0)),
+        "LEAF-aligned+LR": dict(role="leaf", default=False, citations=leaf,
+                                steps=encoder(checkpoint, "logvar", "euclidean")),
         "LEAF-meanstd+LR": dict(role="leaf", default=False, citations=leaf,
                                 steps=encoder(checkpoint, "mean+std")),
         "LEAF-random+LR": dict(role="leaf", default=False, citations=leaf,

@@ -91,6 +91,7 @@ def _build_parser():
         epilog="Pipelines. LEAF: LEAF+LR (frozen LeafEncoder, logvar pooling, + logistic "
                "regression), LEAF-finetuned (LeafInstructionClassifier trained per fold), "
                "LEAF-zeroshot (direct inference from the label texts); not by default: "
+               "LEAF-aligned+LR (LEAF+LR on each call's trials re-centred, alignment='euclidean'), "
                "LEAF-meanstd+LR, LEAF-random+LR, LEAF-random-meanstd+LR. Baselines, motor "
                "imagery: CSP+LDA, TS+LR, MDM, frontal-control (the eye-movement control); "
                "SSVEP: TS+LR, MDM, FB-TS+LR, CCA; P300: Xdawn+TS+LR, ERPCov+MDM. Groups: "

@@ -49,3 +49,22 @@ def test_untrained_qformer_warns(make_trials):
     with pytest.warns(UserWarning, match="Q-Former is untrained"):
         LeafInstructionClassifier(ch_names=BCI_IV_2A, sfreq=SFREQ, text_encoder="hashing",
                                   max_epochs=0, device="cpu").fit(X, y)
+
+
+def test_every_packaged_checkpoint_matches_its_recorded_sha256():
+    names = packaged_checkpoints()
+    assert "leaf-small" in names
+    for name in names:
+        assert resolve_checkpoint(name).is_file()  # hashes it against the record
+
+
+def test_a_damaged_packaged_checkpoint_is_refused(tmp_path, monkeypatch):
+    import leaf_sk.checkpoint as checkpoint
+
+    damaged = tmp_path / "leaf-small.safetensors"
+    data = bytearray(checkpoint.resolve_checkpoint("leaf-small").read_bytes())
+    data[-1] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(checkpoint, "_VERIFIED", {})
+    with pytest.raises(ValueError, match="is damaged: its SHA-256 is .* Reinstall leaf-sk"):
+        checkpoint._check_packaged_digest("leaf-small", damaged)
