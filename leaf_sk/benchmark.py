@@ -481,10 +481,12 @@ def pipeline_configs(family, events, *, checkpoint="leaf-small", fine_tune_epoch
             params.update(size="small", random_state=random_state)
         return [_step("LeafEncoder", "leaf_sk", **params), *scaled_lr]
 
-    def classifier(epochs):
+    def classifier(epochs, alignment=None):
+        aligned = {} if alignment is None else {"alignment": alignment}
         return [_step("LeafInstructionClassifier", "leaf_sk", checkpoint=checkpoint,
                       instruction=instruction, instruction_level=2, label_texts=texts,
-                      max_epochs=epochs, batch_size=32, random_state=random_state, **names)]
+                      max_epochs=epochs, batch_size=32, random_state=random_state, **aligned,
+                      **names)]
 
     leaf = [_LEAF_CITATION]
     configs = {
@@ -493,6 +495,8 @@ def pipeline_configs(family, events, *, checkpoint="leaf-small", fine_tune_epoch
         "LEAF-finetuned": dict(role="leaf", default=True, citations=leaf,
                                steps=classifier(fine_tune_epochs)),
         "LEAF-zeroshot": dict(role="leaf", default=True, citations=leaf, steps=classifier(0)),
+        "LEAF-direct": dict(role="leaf", default=False, citations=leaf,
+                            steps=classifier(0, "euclidean")),
         "LEAF-aligned+LR": dict(role="leaf", default=False, citations=leaf,
                                 steps=encoder(checkpoint, "logvar", "euclidean")),
         "LEAF-meanstd+LR": dict(role="leaf", default=False, citations=leaf,

@@ -91,7 +91,8 @@ def _build_parser():
         epilog="Pipelines. LEAF: LEAF+LR (frozen LeafEncoder, logvar pooling, + logistic "
                "regression), LEAF-finetuned (LeafInstructionClassifier trained per fold), "
                "LEAF-zeroshot (direct inference from the label texts); not by default: "
-               "LEAF-aligned+LR (LEAF+LR on each call's trials re-centred, alignment='euclidean'), "
+               "LEAF-direct (LEAF-zeroshot on each call's trials re-centred, for checkpoints "
+               "tuned on aligned EEG such as `leaf-sk tune` writes), LEAF-aligned+LR (LEAF+LR on each call's trials re-centred, alignment='euclidean'), "
                "LEAF-meanstd+LR, LEAF-random+LR, LEAF-random-meanstd+LR. Baselines, motor "
                "imagery: CSP+LDA, TS+LR, MDM, frontal-control (the eye-movement control); "
                "SSVEP: TS+LR, MDM, FB-TS+LR, CCA; P300: Xdawn+TS+LR, ERPCov+MDM. Groups: "
@@ -153,6 +154,12 @@ def _build_parser():
                       help="no band-power tokens for the Q-Former (the release's network)")
     tune.add_argument("--no-alignment", action="store_true",
                       help="no Euclidean alignment of each subject's trials")
+    tune.add_argument("--mirror", action="store_true",
+                      help="augment left/right hand imagery with the montage's mirror image, "
+                           "hands swapped (on PhysioNet it stopped the Q-Former path from "
+                           "learning at all: off by default)")
+    tune.add_argument("--softmax-over", default="task", choices=["task", "all"],
+                      help="cross-entropy over each task's own label texts, or over all of them")
     tune.add_argument("--max-epochs", type=int, default=8, metavar="N", help="epochs in total")
     tune.add_argument("--batch-size", type=int, default=32, metavar="N",
                       help="trials per dataset per step")
@@ -477,7 +484,7 @@ def _tune(args):
         labels = np.asarray(labels).astype(str)
         texts = {str(event): label_text(str(event), family) for event in np.unique(labels)}
         mirror = ({"left_hand": "right_hand", "right_hand": "left_hand"}
-                  if set(texts) == {"left_hand", "right_hand"} else None)
+                  if args.mirror and set(texts) == {"left_hand", "right_hand"} else None)
         tasks.append(TuningTask(epochs, labels, families[family], texts,
                                 groups=metadata["subject"].to_numpy(), mirror_labels=mirror,
                                 name=type(dataset).__name__))
@@ -494,6 +501,7 @@ def _tune(args):
         size=args.size, power_memory=not args.no_power_memory,
         alignment=None if args.no_alignment else "euclidean", max_epochs=args.max_epochs,
         lr=args.lr, lr_tokenizer=args.lr_tokenizer, batch_size=args.batch_size,
+        softmax_over=args.softmax_over,
         checkpoint_dir=str(out), verbose=0 if args.quiet else 1, random_state=args.seed)
     tuner.fit(tasks)
     tuner.save(out / MODEL_FILE, provenance={"data": {"datasets": described}})
