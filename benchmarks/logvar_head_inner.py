@@ -94,8 +94,8 @@ def euclidean_alignment(X, subject):
 def train_head(X, y, fit, args, seed):
     """Tokenizer + log-variance head trained on ``X[fit]``.
 
-    Returns the head's validation scores per 5 epochs, and the mean log-power features of every
-    trial after the last epoch, shape (n_trials, n_filters).
+    Returns the head's validation scores per 5 epochs, the mean log-power features of every
+    trial after the last epoch, shape (n_trials, n_filters), and the tokenizer.
     """
     torch.manual_seed(seed)
     if args.init == "leaf-small":
@@ -142,7 +142,7 @@ def train_head(X, y, fit, args, seed):
     with torch.no_grad():
         features = torch.cat([tokenizer.log_power(torch.from_numpy(X[i:i + 256])).mean(dim=1)
                               for i in range(0, len(X), 256)]).numpy()
-    return valid_scores, features
+    return valid_scores, features, tokenizer
 
 
 def main(argv=None):
@@ -191,8 +191,18 @@ def main(argv=None):
                 totals.setdefault(name + " (aligned)", {}).update(aucs)
         ensemble, features = {}, []
         for seed in range(args.seeds):
-            scores, seed_features = train_head(X, y, fit, args, seed)
+            scores, seed_features, tokenizer = train_head(X, y, fit, args, seed)
             features.append(seed_features)
+            if args.align and seed == 0:  # what a pipeline fitted on the pooled subjects sees
+                pooled = euclidean_alignment(data["X"][fit], np.zeros(fit.sum()))
+                trials = read_trials(pooled, ch_names=list(data["ch_names"]), sfreq=float(data["sfreq"]))
+                with torch.no_grad():
+                    pooled = tokenizer.log_power(torch.from_numpy(
+                        to_template(trials, make_channel_map(trials.ch_names)))).mean(dim=1).numpy()
+                lr = scaled_lr().fit(pooled, y[fit])
+                totals.setdefault("net features + LR fitted on the fit subjects aligned as one group",
+                                  {}).update(per_subject_auc(
+                                      y[~fit], lr.predict_proba(seed_features[~fit])[:, 1], subject[~fit]))
             for epoch, score in scores.items():
                 ensemble[epoch] = ensemble.get(epoch, 0) + score
         for epoch, score in ensemble.items():

@@ -14,7 +14,7 @@ from sklearn.base import _fit_context  # noqa: F401
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .alignment import ALIGNMENTS, euclidean_alignment
+from .alignment import ALIGNMENT_OPTIONS, euclidean_alignment, resolve_alignment
 from ._input import (_listed, as_numeric_array, check_same_channels, is_epochs_sequence,
                      make_channel_map, read_trials, to_template)
 from .checkpoint import load_checkpoint
@@ -30,7 +30,7 @@ SHARED_CONSTRAINTS = {
     "units": [StrOptions({"uV", "µV", "V", "mV"}), None],
     "instruction": [str, None],
     "instruction_level": [Interval(Integral, 0, 2, closed="both")],
-    "alignment": [StrOptions(set(ALIGNMENTS)), None],
+    "alignment": [StrOptions(set(ALIGNMENT_OPTIONS)), None],
 }
 
 
@@ -70,7 +70,8 @@ def torch_seed(random_state):
 class LeafInputMixin:
     """The one input path of every estimator: EEG in any accepted form to template tensors.
 
-    Expects the estimator parameters ``ch_names``, ``sfreq``, ``units`` and ``alignment``.
+    Expects the estimator parameters ``checkpoint``, ``ch_names``, ``sfreq``, ``units`` and
+    ``alignment``; ``fit`` sets ``alignment_``, the alignment in use.
     ``fit`` computes the channel matrix (mapping plus spherical-spline interpolation) once;
     ``transform``, ``predict`` and friends reuse it and refuse another channel set.
     """
@@ -85,6 +86,8 @@ class LeafInputMixin:
         """
         if not fit:
             check_is_fitted(self, "channel_map_")
+        else:
+            self.alignment_ = resolve_alignment(self.alignment, self.checkpoint)
         X, n_flat_features = self._unflatten(X)
         if not fit and isinstance(X, np.ndarray) and X.ndim == 3:
             self._check_n_features(n_flat_features or X.shape[1], flat=n_flat_features is not None)
@@ -98,12 +101,13 @@ class LeafInputMixin:
         else:
             check_same_channels(self.ch_names_, trials.ch_names)
             self._check_n_features(n_features, flat=n_flat_features is not None)
-        if getattr(self, "alignment", None) == "euclidean":
+        if self.alignment_ == "euclidean":
             trials = dataclasses.replace(trials, data=euclidean_alignment(trials.data, groups))
         elif groups is not None:
             raise ValueError(
-                f"groups are only used with alignment='euclidean' (alignment={self.alignment!r}); "
-                "set alignment='euclidean' to re-centre each group's trials, or leave groups out.")
+                f"groups are only used with Euclidean alignment (alignment={self.alignment!r}, "
+                f"here {self.alignment_!r}); set alignment='euclidean' to re-centre each group's "
+                "trials, or leave groups out.")
         return to_template(trials, self.channel_map_)
 
     def _check_n_features(self, n_features, *, flat):

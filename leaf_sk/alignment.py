@@ -5,10 +5,36 @@ from __future__ import annotations
 import numpy as np
 
 ALIGNMENTS = ("euclidean",)
+#: Parameter values of the estimators: an alignment, None, or "auto" (the checkpoint's).
+ALIGNMENT_OPTIONS = ("auto", *ALIGNMENTS)
 
 # Eigenvalues of the mean covariance below this fraction of the largest are raised to it, so
 # that rank-deficient recordings (average reference, interpolated channels) stay finite.
 _EIGENVALUE_FLOOR = 1e-6
+
+
+def checkpoint_alignment(checkpoint):
+    """The alignment a checkpoint was trained with: ``"euclidean"`` or None.
+
+    Read from the provenance that :class:`~leaf_sk.LeafInstructionTuner` records
+    (``params["alignment"]``); None for random weights, release files and checkpoints that do
+    not say.
+    """
+    if checkpoint is None:
+        return None
+    from .checkpoint import read_metadata
+
+    try:
+        provenance = read_metadata(checkpoint).get("provenance") or {}
+    except (ValueError, OSError):
+        return None
+    alignment = (provenance.get("params") or {}).get("alignment")
+    return alignment if alignment in ALIGNMENTS else None
+
+
+def resolve_alignment(alignment, checkpoint):
+    """An estimator's ``alignment`` parameter as used: ``"auto"`` becomes the checkpoint's."""
+    return checkpoint_alignment(checkpoint) if alignment == "auto" else alignment
 
 
 def check_groups(groups, n_trials):

@@ -440,7 +440,7 @@ def _step(name, module, **parameters):
     return step
 
 
-def pipeline_configs(family, events, *, checkpoint="leaf-small", fine_tune_epochs=10,
+def pipeline_configs(family, events, *, checkpoint="leaf-small-bci", fine_tune_epochs=10,
                      ch_names=None, sfreq=None, random_state=0):
     """Every pipeline ``leaf-sk benchmark`` knows for a paradigm family, in MOABB's file format.
 
@@ -605,7 +605,7 @@ def select_pipelines(configs, pipelines=None):
     return chosen
 
 
-def write_pipeline_files(folder, dataset, *, checkpoint="leaf-small", fine_tune_epochs=10,
+def write_pipeline_files(folder, dataset, *, checkpoint="leaf-small-bci", fine_tune_epochs=10,
                          pipelines="all"):
     """Write the pipelines for a dataset as MOABB pipeline files (YAML), one per pipeline.
 
@@ -965,7 +965,7 @@ class _Units:
 
 
 def run_benchmark(dataset, *, subjects=None, train_subjects=None, evaluation="both",
-                  pipelines=None, extra_pipelines=None, checkpoint="leaf-small",
+                  pipelines=None, extra_pipelines=None, checkpoint="leaf-small-bci",
                   fine_tune_epochs=10, paradigm=None, out=None, resume=True, progress=False,
                   random_state=0):
     """Evaluate LEAF pipelines beside the baselines in the same MOABB evaluation objects.

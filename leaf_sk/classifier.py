@@ -100,10 +100,11 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     checkpoint : str or None
-        A packaged checkpoint name (default ``"leaf-small"``, a Tower STR-pretrained by us; its
-        Q-Former is untrained, so zero-shot use needs an instruction-tuned checkpoint), a
-        leaf-sk ``.safetensors`` path, a LEAF release file, or None for random weights of
-        ``size``.
+        A packaged checkpoint name, a leaf-sk ``.safetensors`` path, a LEAF release file, or
+        None for random weights of ``size``. Packaged: ``"leaf-small-bci"`` (default;
+        instruction-tuned on PhysioNet MI and Kalunga2016 training subjects, so ``max_epochs=0``
+        decodes from label texts with no training: doc/leaf-small-bci.md) and ``"leaf-small"``
+        (a Tower STR-pretrained by us; its Q-Former is untrained).
     size : {"small", "base", "tiny"}
         Network size when ``checkpoint`` is None.
     ch_names : list of str or None
@@ -112,13 +113,15 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         Sampling rate in Hz; required for arrays.
     units : {"uV", "µV", "V", "mV"} or None
         None means microvolts for arrays (MOABB's) and volts for ``mne.Epochs``.
-    alignment : {"euclidean"} or None
+    alignment : {"auto", "euclidean"} or None
         ``"euclidean"`` re-centres the trials of each subject or session before the network:
         each group is whitened by the inverse square root of its mean spatial covariance
         (:func:`~leaf_sk.alignment.euclidean_alignment`, no labels used). A group is one value of
         ``groups`` in ``fit``, and otherwise all the trials of one call: pass one subject's or
         session's trials per call (as MOABB's evaluations do at test time). A trial's output then
-        depends on the trials that come with it. Use it with checkpoints trained on aligned EEG.
+        depends on the trials that come with it. ``"auto"`` (default) does what the checkpoint
+        was trained with: ``"euclidean"`` for ``"leaf-small-bci"``, None for ``"leaf-small"``,
+        release files and random weights.
     instruction : str or None
         The task in words, e.g. ``"motor imagery: left or right hand"``.
     instruction_level : {0, 1, 2}
@@ -219,8 +222,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, checkpoint="leaf-small", *, size="small", ch_names=None, sfreq=None, units=None,
-                 alignment=None, instruction=None, instruction_level=2, label_texts=None,
+    def __init__(self, checkpoint="leaf-small-bci", *, size="small", ch_names=None, sfreq=None,
+                 units=None, alignment="auto", instruction=None, instruction_level=2, label_texts=None,
                  text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=20, lr=2e-4, lr_tokenizer=1e-3,
                  weight_decay=1e-3, warmup_epochs=1.0, batch_size=32, freeze="none",
                  logit_scale=10.0, balance_classes=True, warm_start=False, callbacks=None,

@@ -114,7 +114,7 @@ def _build_parser():
                        help="pipelines or groups to run (names below; comma-separated also "
                             "works); none means the group 'default': the LEAF pipelines and "
                             "the paradigm's baselines")
-    bench.add_argument("--checkpoint", default="leaf-small", metavar="NAME|PATH",
+    bench.add_argument("--checkpoint", default="leaf-small-bci", metavar="NAME|PATH",
                        help="LEAF checkpoint: a packaged name, a .safetensors file or a "
                             "`leaf-sk pretrain` folder; 'none' for random weights. Refused "
                             "when its provenance lists a test subject")
@@ -146,7 +146,7 @@ def _build_parser():
                       help="a MOABB dataset and its training subjects, e.g. PhysionetMI:1-3,5-14 "
                            "(repeatable, at least one)")
     tune.add_argument("--out", required=True, metavar="DIR", help="output folder (required)")
-    tune.add_argument("--checkpoint", default="leaf-small", metavar="NAME|PATH",
+    tune.add_argument("--checkpoint", default="none", metavar="NAME|PATH",
                       help="starting weights; 'none' for random weights of --size")
     tune.add_argument("--size", default="small", choices=["tiny", "small", "base"],
                       help="network size with --checkpoint none")

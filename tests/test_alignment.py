@@ -88,9 +88,9 @@ def test_fit_groups_align_per_subject(make_trials, ch_names):
 
 def test_groups_without_alignment_are_refused(make_trials, ch_names):
     X, y = make_trials(n_trials=8)
-    with pytest.raises(ValueError, match="only used with alignment='euclidean'"):
+    with pytest.raises(ValueError, match="only used with Euclidean alignment"):
         _tiny(LeafEncoder, ch_names=ch_names, sfreq=250.0).fit(X, groups=np.repeat([1, 2], 4))
-    with pytest.raises(ValueError, match="only used with alignment='euclidean'"):
+    with pytest.raises(ValueError, match="only used with Euclidean alignment"):
         _tiny(LeafInstructionClassifier, ch_names=ch_names, sfreq=250.0).fit(
             X, y, groups=np.repeat([1, 2], 4))
 
@@ -106,3 +106,15 @@ def test_unknown_alignment_is_refused(make_trials, ch_names):
     X, _ = make_trials(n_trials=4)
     with pytest.raises(ValueError, match="alignment"):
         _tiny(LeafEncoder, ch_names=ch_names, sfreq=250.0, alignment="riemann").fit(X)
+
+
+def test_auto_alignment_follows_the_checkpoint(make_trials, ch_names, tmp_path):
+    from leaf_sk.alignment import checkpoint_alignment
+
+    assert checkpoint_alignment("leaf-small-bci") == "euclidean"
+    assert checkpoint_alignment("leaf-small") is None
+    assert checkpoint_alignment(None) is None
+    X, _ = make_trials(n_trials=4)
+    assert _tiny(LeafEncoder, ch_names=ch_names, sfreq=250.0).fit(X).alignment_ is None
+    encoder = LeafEncoder("leaf-small-bci", ch_names=ch_names, sfreq=250.0, device="cpu").fit(X)
+    assert encoder.alignment_ == "euclidean" and encoder.pooling_ == "logvar"
