@@ -258,17 +258,17 @@ def _check_array(X):
     return data
 
 
-def _check_finite(data):
+def _check_finite(data, first_trial=0):
     bad = ~np.isfinite(data)
     if bad.any():
-        trials = np.flatnonzero(bad.any(axis=(1, 2)))
+        trials = np.flatnonzero(bad.any(axis=(1, 2))) + first_trial
         raise ValueError(
             f"X contains {int(bad.sum())} NaN or Inf values, in {len(trials)} trial(s) "
             f"{_listed(trials.tolist())}; drop those trials or replace the values "
             "(e.g. interpolate the bad samples) before passing X.")
 
 
-def read_trials(X, *, ch_names=None, sfreq=None, units=None):
+def read_trials(X, *, ch_names=None, sfreq=None, units=None, first_trial=0):
     """Validate trials given as Epochs or as an array.
 
     Parameters
@@ -284,6 +284,9 @@ def read_trials(X, *, ch_names=None, sfreq=None, units=None):
     units : {"V", "mV", "uV", "µV"}, optional
         Unit of the values of ``X``. Default: ``"uV"`` for arrays (as MOABB returns them),
         ``"V"`` for Epochs (MNE's unit).
+    first_trial : int
+        Index of ``X``'s first trial in the caller's numbering (a block of a larger array),
+        used in messages that name trials.
 
     Returns
     -------
@@ -326,7 +329,7 @@ def read_trials(X, *, ch_names=None, sfreq=None, units=None):
                 f"X has {data.shape[1]} channels but ch_names lists {len(names)}; pass one name "
                 "per row of X, or pass mne.Epochs.")
     _check_ch_names(names)
-    _check_finite(data)
+    _check_finite(data, first_trial)
     data = np.ascontiguousarray(data, dtype=np.float64) * _UNIT_TO_MICROVOLT[unit]
     _check_amplitude(data, unit, given=units is not None)
     return EEGTrials(data=data, ch_names=tuple(names), sfreq=rate)
@@ -376,7 +379,7 @@ def _check_amplitude(data, unit, *, given):
         "may not be what you think it is.", UserWarning, stacklevel=3)
 
 
-def _check_flat(data, ch_names, used=None):
+def _check_flat(data, ch_names, used=None, first_trial=0):
     """Warn naming the trials and channels that are constant (flat) in time.
 
     Parameters
@@ -385,6 +388,8 @@ def _check_flat(data, ch_names, used=None):
     ch_names : sequence of str, length n_channels
     used : ndarray of bool, shape (n_channels,), optional
         Only these channels are checked (the others do not reach the model).
+    first_trial : int
+        Index of the first trial in the messages.
     """
     flat = np.ptp(data, axis=-1) == 0
     if used is not None:
@@ -395,14 +400,15 @@ def _check_flat(data, ch_names, used=None):
     whole = np.flatnonzero(flat.sum(axis=1) == n_checked)
     parts = []
     if whole.size:
-        parts.append(f"trial(s) {_listed(whole.tolist())} are flat on every channel (all-zero or "
-                     "constant): they carry no signal, and their output is meaningless")
+        parts.append(f"trial(s) {_listed((whole + first_trial).tolist())} are flat on every "
+                     "channel (all-zero or constant): they carry no signal, and their output is meaningless")
     partly = flat.copy()
     partly[whole] = False
     channels = np.flatnonzero(partly.any(axis=0))
     if channels.size:
-        listing = "; ".join(f"{ch_names[c]!r} in trial(s) {_listed(np.flatnonzero(partly[:, c]).tolist())}"
-                            for c in channels[:_MAX_LISTED])
+        listing = "; ".join(
+            f"{ch_names[c]!r} in trial(s) {_listed((np.flatnonzero(partly[:, c]) + first_trial).tolist())}"
+            for c in channels[:_MAX_LISTED])
         more = f"; ... ({channels.size - _MAX_LISTED} more channels)" if channels.size > _MAX_LISTED else ""
         parts.append(f"these channels are flat (constant): {listing}{more}; a disconnected "
                      "electrode distorts the spatial filters")
@@ -611,7 +617,7 @@ def _check_window_counts(min_windows, max_windows):
             f"got {max_windows!r}.")
 
 
-def to_template(trials, channel_map, *, min_windows=2, max_windows=MAX_WINDOWS):
+def to_template(trials, channel_map, *, min_windows=2, max_windows=MAX_WINDOWS, first_trial=0):
     """Bring validated trials onto the model input: 65 sites, 200 Hz, whole windows.
 
     Parameters
@@ -624,6 +630,8 @@ def to_template(trials, channel_map, *, min_windows=2, max_windows=MAX_WINDOWS):
         Fewest 0.5-s windows a trial must give.
     max_windows : int or None
         Most windows kept (the first ones); None keeps all.
+    first_trial : int
+        Index of the first trial in messages (see :func:`read_trials`).
 
     Returns
     -------
@@ -671,7 +679,7 @@ def to_template(trials, channel_map, *, min_windows=2, max_windows=MAX_WINDOWS):
             f"{max_windows} windows are used. Segment longer trials to use all of them.",
             UserWarning, stacklevel=2)
         n_windows = max_windows
-    _check_flat(trials.data, trials.ch_names, channel_map.used)
+    _check_flat(trials.data, trials.ch_names, channel_map.used, first_trial)
     kept = data[..., : n_windows * WINDOW_SAMPLES]
     return np.matmul(channel_map.matrix, scale_trials(kept, channel_map.used)).astype(np.float32)
 
