@@ -34,7 +34,7 @@ SHARED_CONSTRAINTS = {
 
 # Trials read and preprocessed at a time by transform and predict: about this many bytes of
 # float64 per block, so that memory does not grow with the number of trials.
-_BLOCK_BYTES = 16 * 2**20
+_BLOCK_BYTES = 8 * 2**20
 
 
 def check_torch_device(device):

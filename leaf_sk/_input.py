@@ -32,6 +32,8 @@ _UNIT_TO_MICROVOLT = {"V": 1e6, "mV": 1e3, "uV": 1.0, "µV": 1.0, "μV": 1.0}
 _ACCEPTED_UNITS = ("V", "mV", "uV", "µV")
 _INTERPOLATION_WARN_FRACTION = 0.5
 _CLIP_PERCENTILES = (0.1, 99.9)
+# From this many values per trial on, the quartiles are computed with the clipping bounds.
+_ONE_PASS_MIN_VALUES = 64
 _MAX_LISTED = 10
 
 
@@ -330,7 +332,7 @@ def read_trials(X, *, ch_names=None, sfreq=None, units=None, first_trial=0):
                 "per row of X, or pass mne.Epochs.")
     _check_ch_names(names)
     _check_finite(data, first_trial)
-    data = np.ascontiguousarray(data, dtype=np.float64) * _UNIT_TO_MICROVOLT[unit]
+    data = np.multiply(data, _UNIT_TO_MICROVOLT[unit], dtype=np.float64)  # a new C-ordered array
     _check_amplitude(data, unit, given=units is not None)
     return EEGTrials(data=data, ch_names=tuple(names), sfreq=rate)
 
@@ -592,14 +594,24 @@ def scale_trials(data, used=None):
     """
     n_trials = data.shape[0]
     pooled = (data if used is None else data[:, used]).reshape(n_trials, -1)
-    low, high = np.percentile(pooled, _CLIP_PERCENTILES, axis=1)
-    clipped = np.clip(data, low[:, None, None], high[:, None, None])
-    pooled = np.clip(pooled, low[:, None], high[:, None])
-    q25, median, q75 = np.percentile(pooled, (25, 50, 75), axis=1)
+    if pooled.shape[1] >= _ONE_PASS_MIN_VALUES:
+        # One partition for all five percentiles: with this many values the quartiles' order
+        # statistics lie between the clipping bounds, so clipping would not move them.
+        low, q25, median, q75, high = np.percentile(
+            pooled, (_CLIP_PERCENTILES[0], 25, 50, 75, _CLIP_PERCENTILES[1]), axis=1)
+    else:
+        low, high = np.percentile(pooled, _CLIP_PERCENTILES, axis=1)
+        q25, median, q75 = np.percentile(np.clip(pooled, low[:, None], high[:, None]),
+                                         (25, 50, 75), axis=1)
     spread = q75 - q25
-    spread = np.where(spread > 0, spread, pooled.std(axis=1))
+    flat = spread <= 0
+    if flat.any():
+        spread[flat] = np.clip(pooled[flat], low[flat, None], high[flat, None]).std(axis=1)
     scale = np.divide(1.0, spread, out=np.zeros_like(spread), where=spread > 0)
-    return (clipped - median[:, None, None]) * scale[:, None, None]
+    out = np.clip(data, low[:, None, None], high[:, None, None])
+    out -= median[:, None, None]
+    out *= scale[:, None, None]
+    return out
 
 
 def _is_int_at_least(value, lowest):
