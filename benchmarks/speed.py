@@ -23,17 +23,22 @@ import argparse
 import os
 import re
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
 
-import numpy as np
-import torch
+# Idle OpenMP threads sleep instead of spinning: on a shared machine a spinning thread waits at
+# every barrier for a descheduled peer (a base trial took 2.5 s instead of 40 ms here).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from leaf_sk import LeafEncoder, LeafInstructionClassifier
-from leaf_sk._precision import NATIVE_BF16_FLAGS, bf16_is_native, cpu_flags, cpu_model
-from leaf_sk.montage import TEMPLATE_CH_NAMES
-from leaf_sk.nn import LeafConfig, STRPretrainer, Tower
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from leaf_sk import LeafEncoder, LeafInstructionClassifier  # noqa: E402
+from leaf_sk._precision import NATIVE_BF16_FLAGS, bf16_is_native, cpu_flags, cpu_model  # noqa: E402
+from leaf_sk.montage import TEMPLATE_CH_NAMES  # noqa: E402
+from leaf_sk.nn import LeafConfig, STRPretrainer, Tower  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 BEGIN, END = "<!-- speed:begin -->", "<!-- speed:end -->"
@@ -103,7 +108,7 @@ def estimators(size, batch_size, precision):
 
 
 def n_trials_for(batch):
-    return max(2 * batch, 64) if batch > 1 else 32
+    return max(2 * batch, 64) if batch > 1 else 16
 
 
 def measure_network(size, precision):
@@ -137,7 +142,7 @@ def measure_estimators(size, precision):
                 one = X[:1]
                 run(one)
                 times = []
-                for _ in range(20):
+                for _ in range(15):
                     start = time.perf_counter()
                     run(one)
                     times.append(time.perf_counter() - start)
@@ -166,6 +171,10 @@ def train_step_ratio(batch=64):
     return rates
 
 
+def progress(message):
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
 def fmt(value, digits=0):
     return "n/a" if value is None else f"{value:,.{digits}f}"
 
@@ -178,7 +187,8 @@ def run(threads):
     shown = [f for f in ("avx2", "fma", "avx512f", *NATIVE_BF16_FLAGS, "amx_tile") if f in flags]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [f"CPU: {cpu_model()}, {os.cpu_count()} cores; flags: {', '.join(shown) or 'none'}; "
-             f"native bf16: {native}. torch {torch.__version__}, {threads} threads; "
+             f"native bf16: {native}. torch {torch.__version__}, {threads} threads "
+             f"(OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}); "
              f"load average at start {load:.1f} (the machine may be shared: compare within this run).",
              ""]
     fp32_rate = matrix_rate(torch.float32)
@@ -191,8 +201,11 @@ def run(threads):
     results = {}
     for precision in precisions:
         for size in ("base", "small"):
-            results[(size, precision)] = (measure_network(size, precision),
-                                          *measure_estimators(size, precision))
+            progress(f"{size} {precision}: network")
+            network = measure_network(size, precision)
+            progress(f"{size} {precision}: estimators")
+            results[(size, precision)] = (network, *measure_estimators(size, precision))
+    progress("training step")
     lines += ["| size, precision | FLOP/trial | batch | network trials/s | GFLOP/s | share of matrix rate "
               "| straightforward trials/s | fused / straightforward | LeafEncoder.transform trials/s "
               "| LeafInstructionClassifier.predict trials/s |",
