@@ -693,7 +693,18 @@ def to_template(trials, channel_map, *, min_windows=2, max_windows=MAX_WINDOWS, 
         n_windows = max_windows
     _check_flat(trials.data, trials.ch_names, channel_map.used, first_trial)
     kept = data[..., : n_windows * WINDOW_SAMPLES]
-    return np.matmul(channel_map.matrix, scale_trials(kept, channel_map.used)).astype(np.float32)
+    scaled = scale_trials(kept, channel_map.used)
+    # One BLAS thread: the products are small, and idle BLAS threads spin, taking the cores
+    # from the network that runs next (preprocessing ran 2x slower on a busy 2-core machine).
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        return np.matmul(channel_map.matrix, scaled).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def pad_or_crop(x, n_samples, *, rng=None):
