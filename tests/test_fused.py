@@ -3,6 +3,7 @@
 import copy
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,3 +88,24 @@ def test_bank_is_not_pickled_and_gradients_flow_in_eval_mode():
     x.requires_grad_(True)
     tok(x).sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_warm_start_refit_uses_the_new_weights(make_estimator, make_trials):
+    from leaf_sk import LeafInstructionClassifier
+
+    X, y = make_trials(n_trials=8)
+    clf = make_estimator(LeafInstructionClassifier, warm_start=True, lr_tokenizer=0.1,
+                         max_epochs=1).fit(X, y)
+    tokenizer = clf.module_.model.tower.tokenizer
+    first = clf.decision_function(X)
+    cached = tokenizer.__dict__["_fold_cache"][2]
+    clf.fit(X, y)                                  # trains the same module further, in place
+    assert clf.module_.model.tower.tokenizer is tokenizer
+    second = clf.decision_function(X)
+    assert tokenizer.__dict__["_fold_cache"][2] is not cached
+    assert not np.allclose(first, second)
+    # The cached bank is the one of the current weights.
+    with torch.inference_mode():
+        torch.testing.assert_close(tokenizer.folded_bank()[0], tokenizer._fold()[0])
+        assert not torch.equal(tokenizer.folded_bank()[0], cached)
