@@ -46,6 +46,7 @@ from sklearn.metrics import roc_auc_score
 
 from leaf_sk import LeafInstructionClassifier
 from leaf_sk._input import make_channel_map, read_trials, to_template
+from leaf_sk.alignment import euclidean_alignment
 
 FIT_SUBJECTS = [1, 2, 3, 5, 6, 7, 8, 9, 10, 11]
 VALID_SUBJECTS = [12, 13, 14]
@@ -195,6 +196,8 @@ def main(argv=None):
     parser.add_argument("--shuffled", action="store_true",
                         help="shuffled training batches instead of class-balanced ones "
                              "(balance_classes=False, the behaviour before this option existed)")
+    parser.add_argument("--align", action="store_true",
+                        help="alignment='euclidean' with each subject as a group (fit and validation)")
     parser.add_argument("--out", type=Path, default=None, help="write the history as JSON here")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -212,7 +215,10 @@ def main(argv=None):
     # The validation trials go through the classifier's own input path: the channel map of the
     # fit channels (identical here) and the per-trial scaling of to_template.
     channel_map = make_channel_map(ch_names)
-    X_valid = to_template(read_trials(X[valid], ch_names=ch_names, sfreq=sfreq, units="uV"), channel_map)
+    X_valid = X[valid]
+    if args.align:
+        X_valid = euclidean_alignment(X_valid, subject[valid])
+    X_valid = to_template(read_trials(X_valid, ch_names=ch_names, sfreq=sfreq, units="uV"), channel_map)
     y_valid = np.searchsorted(classes, y[valid]).astype(np.int64)
     checkpoint = None if args.checkpoint.lower() == "none" else args.checkpoint
     clf = LeafInstructionClassifier(
@@ -222,10 +228,10 @@ def main(argv=None):
         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, batch_size=args.batch_size,
         freeze=args.freeze, logit_scale=args.logit_scale, balance_classes=not args.shuffled,
         train_split=predefined_split(Dataset(X_valid, y_valid)), callbacks=[("monitor", Monitor())],
-        device="cpu", random_state=args.seed)
+        alignment="euclidean" if args.align else None, device="cpu", random_state=args.seed)
     print(f"# config: {vars(args)}", flush=True)
     t = time.time()
-    clf.fit(X[fit], y[fit])
+    clf.fit(X[fit], y[fit], groups=subject[fit] if args.align else None)
     total = time.time() - t
     P = clf.prototypes_
     print(f"# fit {total:.0f} s; cos between the two prototypes {float(P[0] @ P[1]):.4f}, "

@@ -2,8 +2,8 @@
 
 Runs ``leaf-sk benchmark Kalunga2016`` on the test subjects 9-11 of leaf-sk's split:
 within-session (5-fold cross-validation inside each subject's session) and cross-subject
-(trained on subjects 1-8, tested on each of 9-11), with the packaged checkpoint ``leaf-small``
-(pretrained on subjects 1-8 only). Prints the comparison table and the path of the plot;
+(trained on subjects 1-8, tested on each of 9-11), with the packaged checkpoint ``leaf-small-bci``
+(trained with labels on subjects 1-8 only). Prints the comparison table and the path of the plot;
 the scores, tables and plots go to ``results/demo``. A second run reuses the scores there
 (delete the folder to start over).
 
@@ -39,7 +39,7 @@ def main(out=ROOT / "results" / "demo"):
 
     start = time.time()
     status = leaf_sk(["benchmark", "Kalunga2016", "--subjects", "9-11", "--train-subjects", "1-8",
-                      "--evaluation", "both", "--checkpoint", "leaf-small",
+                      "--evaluation", "both", "--checkpoint", "leaf-small-bci",
                       "--out", str(out)])
     if status == 2 and not had_data:
         print("\nmake demo needs the Kalunga2016 recordings: put this repository beside shared/ "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from numbers import Integral, Real
@@ -13,6 +14,7 @@ from sklearn.base import _fit_context  # noqa: F401
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from .alignment import ALIGNMENT_OPTIONS, euclidean_alignment, resolve_alignment
 from ._input import (_listed, as_numeric_array, check_same_channels, is_epochs_sequence,
                      make_channel_map, read_trials, to_template)
 from ._precision import PRECISIONS, autocast
@@ -30,6 +32,7 @@ SHARED_CONSTRAINTS = {
     "instruction": [str, None],
     "instruction_level": [Interval(Integral, 0, 2, closed="both")],
     "precision": [StrOptions(set(PRECISIONS))],
+    "alignment": [StrOptions(set(ALIGNMENT_OPTIONS)), None],
 }
 
 # Trials read and preprocessed at a time by transform and predict: about this many bytes of
@@ -73,21 +76,26 @@ def torch_seed(random_state):
 class LeafInputMixin:
     """The one input path of every estimator: EEG in any accepted form to template tensors.
 
-    Expects the estimator parameters ``ch_names``, ``sfreq`` and ``units``. ``fit`` computes
-    the channel matrix (mapping plus spherical-spline interpolation) once; ``transform``,
-    ``predict`` and friends reuse it and refuse another channel set.
+    Expects the estimator parameters ``checkpoint``, ``ch_names``, ``sfreq``, ``units`` and
+    ``alignment``; ``fit`` sets ``alignment_``, the alignment in use.
+    ``fit`` computes the channel matrix (mapping plus spherical-spline interpolation) once;
+    ``transform``, ``predict`` and friends reuse it and refuse another channel set.
     """
 
-    def _template_data(self, X, *, fit):
+    def _template_data(self, X, *, fit, groups=None):
         """EEG to float32 ``(n_trials, 65, n_windows * 100)`` at 200 Hz, each trial scaled alone.
 
         A 2-D ``X`` of shape ``(n_trials, n_channels * n_times)`` (trials flattened channel by
-        channel, as ``X.reshape(len(X), -1)`` gives) is accepted when ``ch_names`` is set.
+        channel, as ``X.reshape(len(X), -1)`` gives) is accepted when ``ch_names`` is set. With
+        ``alignment="euclidean"`` the trials of each group (all of them when ``groups`` is
+        None) are re-centred first (:func:`~leaf_sk.alignment.euclidean_alignment`).
         """
         if not fit:
             check_is_fitted(self, "channel_map_")
+        else:
+            self.alignment_ = resolve_alignment(self.alignment, self.checkpoint)
         X, n_flat_features = self._unflatten(X)
-        return self._template_part(X, n_flat_features, fit=fit)
+        return self._template_part(X, n_flat_features, fit=fit, groups=groups)
 
     def _template_blocks(self, X, *, fit=False):
         """As :meth:`_template_data`, read and preprocessed a block of trials at a time.
@@ -97,6 +105,9 @@ class LeafInputMixin:
         first block is processed at once (fitting the channel map with ``fit=True`` and
         raising on bad input early), the others while the result is consumed.
 
+        With Euclidean alignment the whole call is read at once: its mean covariance needs
+        every trial before the first can be aligned.
+
         Returns
         -------
         TrialBlocks
@@ -105,8 +116,11 @@ class LeafInputMixin:
         """
         if not fit:
             check_is_fitted(self, "channel_map_")
+        else:
+            self.alignment_ = resolve_alignment(self.alignment, self.checkpoint)
         X, n_flat_features = self._unflatten(X)
-        if not (isinstance(X, np.ndarray) and X.ndim == 3 and X.size):
+        if (not (isinstance(X, np.ndarray) and X.ndim == 3 and X.size)
+                or self.alignment_ == "euclidean"):
             data = self._template_part(X, n_flat_features, fit=fit)
             return TrialBlocks(len(data), iter([data]))
         per_trial = 8 * max(X.shape[1], 65) * X.shape[2] * max(1.0, 200.0 / (self.sfreq or 200.0))
@@ -120,7 +134,7 @@ class LeafInputMixin:
                                           first_trial=start)
         return TrialBlocks(len(X), blocks())
 
-    def _template_part(self, X, n_flat_features, *, fit, first_trial=0):
+    def _template_part(self, X, n_flat_features, *, fit, first_trial=0, groups=None):
         if not fit and isinstance(X, np.ndarray) and X.ndim == 3:
             self._check_n_features(n_flat_features or X.shape[1], flat=n_flat_features is not None)
         trials = read_trials(X, ch_names=self.ch_names, sfreq=self.sfreq, units=self.units,
@@ -134,6 +148,13 @@ class LeafInputMixin:
         else:
             check_same_channels(self.ch_names_, trials.ch_names)
             self._check_n_features(n_features, flat=n_flat_features is not None)
+        if self.alignment_ == "euclidean":
+            trials = dataclasses.replace(trials, data=euclidean_alignment(trials.data, groups))
+        elif groups is not None:
+            raise ValueError(
+                f"groups are only used with Euclidean alignment (alignment={self.alignment!r}, "
+                f"here {self.alignment_!r}); set alignment='euclidean' to re-centre each group's "
+                "trials, or leave groups out.")
         return to_template(trials, self.channel_map_, first_trial=first_trial)
 
     def _check_n_features(self, n_features, *, flat):

@@ -440,7 +440,7 @@ def _step(name, module, **parameters):
     return step
 
 
-def pipeline_configs(family, events, *, checkpoint="leaf-small", fine_tune_epochs=10,
+def pipeline_configs(family, events, *, checkpoint="leaf-small-bci", fine_tune_epochs=10,
                      ch_names=None, sfreq=None, random_state=0):
     """Every pipeline ``leaf-sk benchmark`` knows for a paradigm family, in MOABB's file format.
 
@@ -473,16 +473,20 @@ def pipeline_configs(family, events, *, checkpoint="leaf-small", fine_tune_epoch
     scaled_lr = [_step("StandardScaler", "sklearn.preprocessing"),
                  _step("LogisticRegression", "sklearn.linear_model", max_iter=1000)]
 
-    def encoder(weights, pooling):
+    def encoder(weights, pooling, alignment=None):
         params = {"checkpoint": weights, "pooling": pooling, **names}
+        if alignment is not None:
+            params["alignment"] = alignment
         if weights is None:
             params.update(size="small", random_state=random_state)
         return [_step("LeafEncoder", "leaf_sk", **params), *scaled_lr]
 
-    def classifier(epochs):
+    def classifier(epochs, alignment=None):
+        aligned = {} if alignment is None else {"alignment": alignment}
         return [_step("LeafInstructionClassifier", "leaf_sk", checkpoint=checkpoint,
                       instruction=instruction, instruction_level=2, label_texts=texts,
-                      max_epochs=epochs, batch_size=32, random_state=random_state, **names)]
+                      max_epochs=epochs, batch_size=32, random_state=random_state, **aligned,
+                      **names)]
 
     leaf = [_LEAF_CITATION]
     configs = {
@@ -491,6 +495,10 @@ def pipeline_configs(family, events, *, checkpoint="leaf-small", fine_tune_epoch
         "LEAF-finetuned": dict(role="leaf", default=True, citations=leaf,
                                steps=classifier(fine_tune_epochs)),
         "LEAF-zeroshot": dict(role="leaf", default=True, citations=leaf, steps=classifier(0)),
+        "LEAF-direct": dict(role="leaf", default=False, citations=leaf,
+                            steps=classifier(0, "euclidean")),
+        "LEAF-aligned+LR": dict(role="leaf", default=False, citations=leaf,
+                                steps=encoder(checkpoint, "logvar", "euclidean")),
         "LEAF-meanstd+LR": dict(role="leaf", default=False, citations=leaf,
                                 steps=encoder(checkpoint, "mean+std")),
         "LEAF-random+LR": dict(role="leaf", default=False, citations=leaf,
@@ -597,7 +605,7 @@ def select_pipelines(configs, pipelines=None):
     return chosen
 
 
-def write_pipeline_files(folder, dataset, *, checkpoint="leaf-small", fine_tune_epochs=10,
+def write_pipeline_files(folder, dataset, *, checkpoint="leaf-small-bci", fine_tune_epochs=10,
                          pipelines="all"):
     """Write the pipelines for a dataset as MOABB pipeline files (YAML), one per pipeline.
 
@@ -957,7 +965,7 @@ class _Units:
 
 
 def run_benchmark(dataset, *, subjects=None, train_subjects=None, evaluation="both",
-                  pipelines=None, extra_pipelines=None, checkpoint="leaf-small",
+                  pipelines=None, extra_pipelines=None, checkpoint="leaf-small-bci",
                   fine_tune_epochs=10, paradigm=None, out=None, resume=True, progress=False,
                   random_state=0):
     """Evaluate LEAF pipelines beside the baselines in the same MOABB evaluation objects.

@@ -8,6 +8,7 @@ training provenance. It is written atomically and read without unpickling anythi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -39,6 +40,34 @@ def packaged_checkpoints():
                   if p.name.endswith(".safetensors"))
 
 
+_DIGESTS_FILE = "checkpoints.sha256.json"
+_VERIFIED = {}
+
+
+def _check_packaged_digest(name, path):
+    """Refuse a packaged checkpoint whose SHA-256 differs from the one recorded at release.
+
+    Each file is hashed once per process (again if its size or time stamp changes).
+    """
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if _VERIFIED.get(name) == key:
+        return
+    recorded = json.loads((resources.files("leaf_sk") / _PACKAGED_DIR / _DIGESTS_FILE).read_text())
+    expected = recorded.get(f"{name}.safetensors")
+    if expected is None:
+        raise ValueError(
+            f"Packaged checkpoint {name!r} has no SHA-256 in leaf_sk/{_PACKAGED_DIR}/{_DIGESTS_FILE}; "
+            "every file shipped in the package needs one (add it when adding the file).")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    if digest != expected:
+        raise ValueError(
+            f"Packaged checkpoint {name!r} ({path}) is damaged: its SHA-256 is {digest}, but "
+            f"{expected} was recorded when it was released. Reinstall leaf-sk "
+            "(pip install --force-reinstall leaf-sk, or from your clone: pip install -e .).")
+    _VERIFIED[name] = key
+
+
 def resolve_checkpoint(checkpoint):
     """Path of a checkpoint given as a packaged name, a file or a ``leaf-sk pretrain`` folder.
 
@@ -67,7 +96,9 @@ def resolve_checkpoint(checkpoint):
     if not isinstance(name, str):
         raise TypeError(f"checkpoint must be a packaged name or a path, got bytes {name!r}.")
     if name in packaged_checkpoints():
-        return Path(str(resources.files("leaf_sk") / _PACKAGED_DIR / f"{name}.safetensors"))
+        path = Path(str(resources.files("leaf_sk") / _PACKAGED_DIR / f"{name}.safetensors"))
+        _check_packaged_digest(name, path)
+        return path
     path = Path(name).expanduser()
     if path.is_dir():
         return _checkpoint_in_folder(path)

@@ -101,10 +101,11 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     Parameters
     ----------
     checkpoint : str or None
-        A packaged checkpoint name (default ``"leaf-small"``, a Tower STR-pretrained by us; its
-        Q-Former is untrained, so zero-shot use needs an instruction-tuned checkpoint), a
-        leaf-sk ``.safetensors`` path, a LEAF release file, or None for random weights of
-        ``size``.
+        A packaged checkpoint name, a leaf-sk ``.safetensors`` path, a LEAF release file, or
+        None for random weights of ``size``. Packaged: ``"leaf-small-bci"`` (default;
+        instruction-tuned on PhysioNet MI and Kalunga2016 training subjects, so ``max_epochs=0``
+        decodes from label texts with no training: doc/leaf-small-bci.md) and ``"leaf-small"``
+        (a Tower STR-pretrained by us; its Q-Former is untrained).
     size : {"small", "base", "tiny"}
         Network size when ``checkpoint`` is None.
     ch_names : list of str or None
@@ -113,6 +114,15 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         Sampling rate in Hz; required for arrays.
     units : {"uV", "µV", "V", "mV"} or None
         None means microvolts for arrays (MOABB's) and volts for ``mne.Epochs``.
+    alignment : {"auto", "euclidean"} or None
+        ``"euclidean"`` re-centres the trials of each subject or session before the network:
+        each group is whitened by the inverse square root of its mean spatial covariance
+        (:func:`~leaf_sk.alignment.euclidean_alignment`, no labels used). A group is one value of
+        ``groups`` in ``fit``, and otherwise all the trials of one call: pass one subject's or
+        session's trials per call (as MOABB's evaluations do at test time). A trial's output then
+        depends on the trials that come with it. ``"auto"`` (default) does what the checkpoint
+        was trained with: ``"euclidean"`` for ``"leaf-small-bci"``, None for ``"leaf-small"``,
+        release files and random weights.
     instruction : str or None
         The task in words, e.g. ``"motor imagery: left or right hand"``.
     instruction_level : {0, 1, 2}
@@ -221,8 +231,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         "random_state": ["random_state"],
     }
 
-    def __init__(self, checkpoint="leaf-small", *, size="small", ch_names=None, sfreq=None, units=None,
-                 instruction=None, instruction_level=2, label_texts=None,
+    def __init__(self, checkpoint="leaf-small-bci", *, size="small", ch_names=None, sfreq=None,
+                 units=None, alignment="auto", instruction=None, instruction_level=2, label_texts=None,
                  text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=20, lr=2e-4, lr_tokenizer=1e-3,
                  weight_decay=1e-3, warmup_epochs=1.0, batch_size=32, freeze="none",
                  logit_scale=10.0, balance_classes=True, warm_start=False, callbacks=None,
@@ -232,6 +242,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         self.ch_names = ch_names
         self.sfreq = sfreq
         self.units = units
+        self.alignment = alignment
         self.instruction = instruction
         self.instruction_level = instruction_level
         self.label_texts = label_texts
@@ -282,7 +293,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         return [texts[_plain(label)] for label in labels]
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, groups=None):
         """Embed the label texts, then train the network to match trials to them.
 
         Parameters
@@ -293,13 +304,16 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
             Labels (strings or integers). None is allowed with ``max_epochs=0`` and
             ``label_texts``: the classes are then the keys of a dict ``label_texts``, or the
             texts of a list.
+        groups : array-like of shape (n_trials,), optional
+            Subject or session of each trial, for ``alignment="euclidean"``; None treats the
+            trials as one group.
 
         Returns
         -------
         self
         """
         previous = self._warm_state()
-        data = self._template_data(X, fit=True)
+        data = self._template_data(X, fit=True, groups=groups)
         if y is None:
             if self.max_epochs or self.label_texts is None:
                 raise ValueError(

@@ -91,6 +91,8 @@ def _build_parser():
         epilog="Pipelines. LEAF: LEAF+LR (frozen LeafEncoder, logvar pooling, + logistic "
                "regression), LEAF-finetuned (LeafInstructionClassifier trained per fold), "
                "LEAF-zeroshot (direct inference from the label texts); not by default: "
+               "LEAF-direct (LEAF-zeroshot on each call's trials re-centred, for checkpoints "
+               "tuned on aligned EEG such as `leaf-sk tune` writes), LEAF-aligned+LR (LEAF+LR on each call's trials re-centred, alignment='euclidean'), "
                "LEAF-meanstd+LR, LEAF-random+LR, LEAF-random-meanstd+LR. Baselines, motor "
                "imagery: CSP+LDA, TS+LR, MDM, frontal-control (the eye-movement control); "
                "SSVEP: TS+LR, MDM, FB-TS+LR, CCA; P300: Xdawn+TS+LR, ERPCov+MDM. Groups: "
@@ -112,7 +114,7 @@ def _build_parser():
                        help="pipelines or groups to run (names below; comma-separated also "
                             "works); none means the group 'default': the LEAF pipelines and "
                             "the paradigm's baselines")
-    bench.add_argument("--checkpoint", default="leaf-small", metavar="NAME|PATH",
+    bench.add_argument("--checkpoint", default="leaf-small-bci", metavar="NAME|PATH",
                        help="LEAF checkpoint: a packaged name, a .safetensors file or a "
                             "`leaf-sk pretrain` folder; 'none' for random weights. Refused "
                             "when its provenance lists a test subject")
@@ -131,6 +133,43 @@ def _build_parser():
                             "waited on each other, 13 times slower per training step than one")
     bench.add_argument("--quiet", action="store_true",
                        help="no progress bar; print only the table and the files written")
+    tune = sub.add_parser(
+        "tune", help="Instruction-tune one LEAF model on several labelled MOABB datasets.",
+        description="Instruction-tune one LEAF model (Tower and Q-Former) on labelled MOABB "
+                    "datasets at once, each read with its paradigm as `leaf-sk benchmark` reads "
+                    "it (motor imagery left/right: LeftRightImagery, 8-32 Hz; SSVEP: the "
+                    "stimulated classes). All label texts form one label space. Writes "
+                    "tuned.safetensors (load it with LeafInstructionClassifier or LeafEncoder) "
+                    "and history.json to --out; rerunning continues an interrupted run.",
+        formatter_class=_HelpFormatter)
+    tune.add_argument("--moabb", action="append", default=[], metavar="NAME:SUBJECTS",
+                      help="a MOABB dataset and its training subjects, e.g. PhysionetMI:1-3,5-14 "
+                           "(repeatable, at least one)")
+    tune.add_argument("--out", required=True, metavar="DIR", help="output folder (required)")
+    tune.add_argument("--checkpoint", default="none", metavar="NAME|PATH",
+                      help="starting weights; 'none' for random weights of --size")
+    tune.add_argument("--size", default="small", choices=["tiny", "small", "base"],
+                      help="network size with --checkpoint none")
+    tune.add_argument("--no-power-memory", action="store_true",
+                      help="no band-power tokens for the Q-Former (the release's network)")
+    tune.add_argument("--no-alignment", action="store_true",
+                      help="no Euclidean alignment of each subject's trials")
+    tune.add_argument("--mirror", action="store_true",
+                      help="augment left/right hand imagery with the montage's mirror image, "
+                           "hands swapped (on PhysioNet it stopped the Q-Former path from "
+                           "learning at all: off by default)")
+    tune.add_argument("--softmax-over", default="task", choices=["task", "all"],
+                      help="cross-entropy over each task's own label texts, or over all of them")
+    tune.add_argument("--max-epochs", type=int, default=8, metavar="N", help="epochs in total")
+    tune.add_argument("--batch-size", type=int, default=32, metavar="N",
+                      help="trials per dataset per step")
+    tune.add_argument("--lr", type=float, default=2e-4, help="peak learning rate")
+    tune.add_argument("--lr-tokenizer", type=float, default=1e-3, metavar="LR",
+                      help="peak learning rate of the tokenizer")
+    tune.add_argument("--threads", type=int, default=1, metavar="N",
+                      help="torch threads (0: torch's default)")
+    tune.add_argument("--seed", type=int, default=0, metavar="N")
+    tune.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     return parser
 
 
@@ -410,6 +449,69 @@ def _run_benchmark(args, out):
     return 0
 
 
+def _tune(args):
+    import numpy as np
+
+    from .benchmark import choose_paradigm, get_dataset, label_text
+    from .datasets import parse_subjects
+    from .tuner import MODEL_FILE, LeafInstructionTuner, TuningTask
+
+    if not args.moabb:
+        raise _UsageError("give at least one --moabb NAME:SUBJECTS")
+    if args.max_epochs < 1:
+        raise _UsageError(f"--max-epochs {args.max_epochs}: give 1 or more")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    families = {"imagery": "motor_imagery", "ssvep": "ssvep", "p300": "default"}
+    tasks, described = [], []
+    _quiet_model_loading()
+    for spec in args.moabb:
+        name, _, text = spec.partition(":")
+        if not text:
+            raise _UsageError(f"--moabb {spec!r} needs subjects, e.g. {name}:1-5")
+        try:
+            subjects = parse_subjects(text)
+        except ValueError as exc:
+            raise _UsageError(f"--moabb {spec!r}: {exc}") from None
+        dataset = get_dataset(name)
+        paradigm, family = choose_paradigm(dataset)
+        import mne
+
+        with mne.utils.use_log_level("error"):
+            epochs, labels, metadata = paradigm.get_data(dataset, subjects, return_epochs=True)
+        labels = np.asarray(labels).astype(str)
+        texts = {str(event): label_text(str(event), family) for event in np.unique(labels)}
+        mirror = ({"left_hand": "right_hand", "right_hand": "left_hand"}
+                  if args.mirror and set(texts) == {"left_hand", "right_hand"} else None)
+        tasks.append(TuningTask(epochs, labels, families[family], texts,
+                                groups=metadata["subject"].to_numpy(), mirror_labels=mirror,
+                                name=type(dataset).__name__))
+        described.append({"source": "moabb", "name": type(dataset).__name__,
+                          "subjects": [int(s) for s in subjects],
+                          "paradigm": type(paradigm).__name__, "trials": int(len(labels)),
+                          "label_texts": texts})
+        if not args.quiet:
+            print(f"{type(dataset).__name__}: subjects {text}, {len(labels)} trials, "
+                  f"classes {texts}", flush=True)
+    out = Path(args.out)
+    tuner = LeafInstructionTuner(
+        checkpoint=None if str(args.checkpoint).lower() == "none" else args.checkpoint,
+        size=args.size, power_memory=not args.no_power_memory,
+        alignment=None if args.no_alignment else "euclidean", max_epochs=args.max_epochs,
+        lr=args.lr, lr_tokenizer=args.lr_tokenizer, batch_size=args.batch_size,
+        softmax_over=args.softmax_over,
+        checkpoint_dir=str(out), verbose=0 if args.quiet else 1, random_state=args.seed)
+    tuner.fit(tasks)
+    tuner.save(out / MODEL_FILE, provenance={"data": {"datasets": described}})
+    from ._atomic import write_text_atomic
+
+    write_text_atomic(out / "history.json", json.dumps(tuner.history_, indent=1))
+    print(f"wrote {out / MODEL_FILE} and {out / 'history.json'}", flush=True)
+    return 0
+
+
 def main(argv=None):
     """Entry point of ``leaf-sk``.
 
@@ -437,6 +539,8 @@ def main(argv=None):
                 return _pretrain(args)
             if command == "benchmark":
                 return _benchmark(args)
+            if command == "tune":
+                return _tune(args)
     except _UsageError as exc:
         print(f"usage: leaf-sk {command} ... (see leaf-sk {command} --help)\n"
               f"leaf-sk {command}: error: {exc}", file=sys.stderr)

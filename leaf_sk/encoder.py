@@ -28,9 +28,11 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
     Parameters
     ----------
     checkpoint : str or None
-        A packaged checkpoint name (default ``"leaf-small"``, a small Tower STR-pretrained on
-        Kalunga2016, PhysioNet MI and Muse recordings), the path of a leaf-sk ``.safetensors``
-        file or of a LEAF release file, or None for random weights of ``size``.
+        A packaged checkpoint name, the path of a leaf-sk ``.safetensors`` file or of a LEAF
+        release file, or None for random weights of ``size``. Packaged: ``"leaf-small-bci"``
+        (default; Tower and Q-Former instruction-tuned with labels on PhysioNet MI and
+        Kalunga2016 training subjects, with band-power tokens, on aligned EEG: doc/leaf-small-bci.md)
+        and ``"leaf-small"`` (a Tower STR-pretrained without labels).
     size : {"small", "base", "tiny"}
         Network size when ``checkpoint`` is None.
     ch_names : list of str or None
@@ -42,6 +44,15 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         Units of ``X``. None means microvolts for arrays (what MOABB returns) and volts for
         ``mne.Epochs``. Each trial is robust-scaled on its own, so the unit does not change the
         output; it is checked for plausibility (a warning names the likely unit).
+    alignment : {"auto", "euclidean"} or None
+        ``"euclidean"`` re-centres the trials of each subject or session before the network:
+        each group is whitened by the inverse square root of its mean spatial covariance
+        (:func:`~leaf_sk.alignment.euclidean_alignment`, no labels used). A group is one value of
+        ``groups`` in ``fit``, and otherwise all the trials of one call: pass one subject's or
+        session's trials per call (as MOABB's evaluations do at test time). A trial's output then
+        depends on the trials that come with it. ``"auto"`` (default) does what the checkpoint
+        was trained with: ``"euclidean"`` for ``"leaf-small-bci"``, None for ``"leaf-small"``,
+        release files and random weights.
     instruction : str or None
         Task in words (e.g. ``"motor imagery: left or right hand"``). When given, features are
         the Q-Former output conditioned on it, shape ``(n, d_text)``; otherwise pooled tokens.
@@ -51,12 +62,14 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
     label_texts : list of str, dict or None
         Candidate label texts for ``instruction_level=2``: a list, or a dict
         ``{label: text}`` as :class:`LeafInstructionClassifier` takes (its texts are used).
-    pooling : {"mean", "mean+std", "logvar"}
+    pooling : {"auto", "mean", "mean+std", "logvar"}
         How a trial becomes one vector when no instruction is given: the mean (and standard
         deviation) of the 2N Tower tokens, or ``"logvar"``, the log-variance of each tokenizer
         filter's output (its fused spatio-temporal convolution) averaged over the windows, a
-        band-power readout of ``n_filters`` features. Only for pooled tokens: with an
-        ``instruction`` it must stay ``"mean"``.
+        band-power readout of ``n_filters`` features. ``"auto"`` (default) is ``"logvar"``
+        without an instruction (the readout that scored best on the training subjects' inner
+        split, benchmarks/RESULTS.md) and the Q-Former's embedding with one. With an
+        ``instruction`` it must be ``"auto"`` or ``"mean"``.
     text_encoder : str
         Sentence encoder name or path (default all-MiniLM-L6-v2, offline when the ``offline``
         extra is installed), or ``"hashing"`` / ``"hashing-<dim>"`` for a tiny deterministic stand-in.
@@ -100,22 +113,23 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
     _parameter_constraints = {
         **SHARED_CONSTRAINTS,
         "label_texts": [list, tuple, dict, np.ndarray, None],
-        "pooling": [StrOptions({"mean", "mean+std", "logvar"})],
+        "pooling": [StrOptions({"auto", "mean", "mean+std", "logvar"})],
         "text_encoder": [str],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str],
         "random_state": ["random_state"],
     }
 
-    def __init__(self, checkpoint="leaf-small", *, size="small", ch_names=None, sfreq=None, units=None,
-                 instruction=None, instruction_level=1, label_texts=None, pooling="mean",
-                 text_encoder=DEFAULT_TEXT_ENCODER, batch_size=64, device="auto", precision="auto",
-                 random_state=None):
+    def __init__(self, checkpoint="leaf-small-bci", *, size="small", ch_names=None, sfreq=None,
+                 units=None, alignment="auto", instruction=None, instruction_level=1,
+                 label_texts=None, pooling="auto", text_encoder=DEFAULT_TEXT_ENCODER, batch_size=64,
+                 device="auto", precision="auto", random_state=None):
         self.checkpoint = checkpoint
         self.size = size
         self.ch_names = ch_names
         self.sfreq = sfreq
         self.units = units
+        self.alignment = alignment
         self.instruction = instruction
         self.instruction_level = instruction_level
         self.label_texts = label_texts
@@ -127,7 +141,7 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X, y=None, groups=None):
         """Validate ``X``, compute the channel matrix and load the network.
 
         Parameters
@@ -136,17 +150,20 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
             EEG trials of at least 1 s.
         y : None
             Ignored.
+        groups : array-like of shape (n_trials,), optional
+            Subject or session of each trial, for ``alignment="euclidean"``; None treats the
+            trials as one group.
 
         Returns
         -------
         self
         """
-        for _ in self._fit(X):  # every block is read and checked; nothing is kept
+        for _ in self._fit(X, groups):  # every block is read and checked; nothing is kept
             pass
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit_transform(self, X, y=None):
+    def fit_transform(self, X, y=None, groups=None):
         """Fit, then embed ``X``, mapping and resampling it once.
 
         Parameters
@@ -154,22 +171,28 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         X : ndarray of shape (n_trials, n_channels, n_times) or mne.Epochs
         y : None
             Ignored.
+        groups : array-like of shape (n_trials,), optional
+            Subject or session of each trial, for ``alignment="euclidean"``; None treats the
+            trials as one group.
 
         Returns
         -------
         ndarray of shape (n_trials, n_features_out_), float32
         """
-        return self._predict(self._fit(X))
+        return self._predict(self._fit(X, groups))
 
-    def _fit(self, X):
+    def _fit(self, X, groups=None):
         """Fitted state from ``X``; returns the blocks of ``X`` on the template for a transform."""
-        if self.instruction is not None and self.pooling != "mean":
+        if self.instruction is not None and self.pooling not in ("auto", "mean"):
             raise ValueError(
                 f"pooling={self.pooling!r} pools the Tower tokens, but with instruction="
                 f"{self.instruction!r} the features are the Q-Former's embedding, which is not "
-                "pooled; leave pooling='mean' (the default) with an instruction, or set "
+                "pooled; leave pooling='auto' (the default) with an instruction, or set "
                 "instruction=None to use pooled tokens.")
-        data = self._template_blocks(X, fit=True)
+        self.pooling_ = ("logvar" if self.pooling == "auto" and self.instruction is None
+                         else "mean" if self.pooling == "auto" else self.pooling)
+        data = (self._template_blocks(X, fit=True) if groups is None
+                else self._template_data(X, fit=True, groups=groups))
         self.device_ = check_torch_device(self.device)
         self.precision_ = resolve_precision(self.precision, self.device_)
         if self.instruction is not None:
@@ -190,18 +213,18 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         if self.instruction_vector_ is not None:
             self.n_features_out_ = model.config.d_text
         else:
-            self.n_features_out_ = (model.config.n_filters if self.pooling == "logvar" else
-                                    model.config.d_model * (2 if self.pooling == "mean+std" else 1))
+            self.n_features_out_ = (model.config.n_filters if self.pooling_ == "logvar" else
+                                    model.config.d_model * (2 if self.pooling_ == "mean+std" else 1))
         return data
 
     def _embed(self, batch):
         if self.instruction_vector_ is not None:
             instruction = torch.as_tensor(self.instruction_vector_, device=batch.device)
             return self.model_(batch, instruction)
-        if self.pooling == "logvar":
+        if self.pooling_ == "logvar":
             return self.model_.tower.tokenizer.log_power(batch).mean(dim=1)
         tokens = self.model_.tower(batch)
-        if self.pooling == "mean+std":
+        if self.pooling_ == "mean+std":
             return torch.cat([tokens.mean(dim=1), tokens.std(dim=1)], dim=1)
         return tokens.mean(dim=1)
 

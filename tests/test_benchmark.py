@@ -140,8 +140,8 @@ def test_held_out_subjects_folds():
 @pytest.mark.parametrize("wanted, expected", [
     (None, ["LEAF+LR", "LEAF-finetuned", "LEAF-zeroshot", "TS+LR", "MDM", "FB-TS+LR", "CCA"]),
     (["ts+lr,CCA", "mdm"], ["TS+LR", "CCA", "MDM"]),
-    (["leaf"], ["LEAF+LR", "LEAF-finetuned", "LEAF-zeroshot", "LEAF-meanstd+LR",
-                "LEAF-random+LR", "LEAF-random-meanstd+LR"]),
+    (["leaf"], ["LEAF+LR", "LEAF-finetuned", "LEAF-zeroshot", "LEAF-direct", "LEAF-aligned+LR",
+                "LEAF-meanstd+LR", "LEAF-random+LR", "LEAF-random-meanstd+LR"]),
     (["baselines", "LEAF+LR"], ["TS+LR", "MDM", "FB-TS+LR", "CCA", "LEAF+LR"]),
 ])
 def test_select_pipelines(wanted, expected):

@@ -23,7 +23,7 @@ def trials(make_trials):
 
 @pytest.fixture
 def encoder(make_estimator):
-    return make_estimator(LeafEncoder)
+    return make_estimator(LeafEncoder, pooling="mean")
 
 
 # --- features -----------------------------------------------------------------------------
@@ -40,7 +40,7 @@ def test_transform_gives_pooled_tokens(encoder, trials):
 
 def test_mean_std_pooling_doubles_the_features(make_estimator, trials):
     X, _ = trials
-    mean = make_estimator(LeafEncoder).fit_transform(X)
+    mean = make_estimator(LeafEncoder, pooling="mean").fit_transform(X)
     both = make_estimator(LeafEncoder, pooling="mean+std").fit_transform(X)
     assert both.shape == (len(X), 2 * mean.shape[1])
     np.testing.assert_allclose(both[:, : mean.shape[1]], mean, rtol=1e-5, atol=1e-6)
@@ -356,7 +356,8 @@ def test_pooled_tokens_accept_any_qformer_size(tmp_path, make_trials):
 
     path = save_checkpoint(tmp_path / "full.safetensors", LeafModel(LeafConfig.from_size("tiny", d_text=24)))
     X, _ = make_trials(n_trials=3)
-    encoder = LeafEncoder(str(path), ch_names=BCI_IV_2A_NAMES, sfreq=250.0, device="cpu")
+    encoder = LeafEncoder(str(path), ch_names=BCI_IV_2A_NAMES, sfreq=250.0, pooling="mean",
+                          device="cpu")
     assert encoder.fit_transform(X).shape == (3, 16)
 
 

@@ -142,7 +142,7 @@ def test_pooling_with_an_instruction_is_refused(make_trials, ch_names):
     encoder = _tiny(LeafEncoder, ch_names=ch_names, sfreq=250.0, instruction="motor imagery",
                     pooling="logvar")
     with pytest.raises(ValueError, match=r"pooling='logvar' pools the Tower tokens, but with "
-                                         r"instruction=.*leave pooling='mean'"):
+                                         r"instruction=.*leave pooling='auto'"):
         encoder.fit(X)
 
 

@@ -29,23 +29,62 @@ def test_leaf_small_is_packaged_and_documented():
     assert last["valid_L_T"] < 0.9 * last["valid_zero_T"]
 
 
-def test_leaf_small_is_the_default_and_embeds(make_trials):
+def test_leaf_small_bci_is_the_default_and_embeds(make_trials):
     X, y = make_trials(n_trials=6)
     encoder = LeafEncoder(ch_names=BCI_IV_2A, sfreq=SFREQ, device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         features = encoder.fit_transform(X)
-    model, _ = load_checkpoint("leaf-small")
-    assert encoder.checkpoint == "leaf-small"
-    assert features.shape == (6, model.config.d_model)
+    model, _ = load_checkpoint("leaf-small-bci")
+    assert encoder.checkpoint == "leaf-small-bci" == LeafInstructionClassifier().checkpoint
+    assert (encoder.alignment_, encoder.pooling_) == ("euclidean", "logvar")
+    assert features.shape == (6, model.config.n_filters)
     assert np.isfinite(features).all()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mean = LeafEncoder("leaf-small", pooling="mean", ch_names=BCI_IV_2A, sfreq=SFREQ,
+                           device="cpu").fit_transform(X)
+    assert mean.shape == (6, load_checkpoint("leaf-small")[0].config.d_model)
+
+
+def test_leaf_small_bci_is_documented_and_saw_no_test_subject():
+    meta = read_metadata("leaf-small-bci")
+    assert meta["parts"] == ["qformer", "tower"] and meta["config"]["power_memory"] is True
+    assert meta["text_encoder"] == {"name": "all-MiniLM-L6-v2", "dim": 384}
+    provenance = meta["provenance"]
+    seen = {d["name"]: set(d["subjects"]) for d in provenance["data"]["datasets"]}
+    assert seen == {"PhysionetMI": {1, 2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14},
+                    "Kalunga2016": set(range(1, 9))}
+    assert provenance["params"]["alignment"] == "euclidean"
+    assert len(meta["history"]) == provenance["params"]["max_epochs"]
+    last = meta["history"][-1]
+    assert last["PhysionetMI_train_acc"] > 0.9 and last["Kalunga2016_train_acc"] > 0.45
 
 
 def test_untrained_qformer_warns(make_trials):
     X, y = make_trials(n_trials=6)
     with pytest.warns(UserWarning, match="Q-Former is untrained"):
-        LeafEncoder(ch_names=BCI_IV_2A, sfreq=SFREQ, instruction="motor imagery",
+        LeafEncoder("leaf-small", ch_names=BCI_IV_2A, sfreq=SFREQ, instruction="motor imagery",
                     text_encoder="hashing", device="cpu").fit(X)
     with pytest.warns(UserWarning, match="Q-Former is untrained"):
-        LeafInstructionClassifier(ch_names=BCI_IV_2A, sfreq=SFREQ, text_encoder="hashing",
-                                  max_epochs=0, device="cpu").fit(X, y)
+        LeafInstructionClassifier("leaf-small", ch_names=BCI_IV_2A, sfreq=SFREQ,
+                                  text_encoder="hashing", max_epochs=0, device="cpu").fit(X, y)
+
+
+def test_every_packaged_checkpoint_matches_its_recorded_sha256():
+    names = packaged_checkpoints()
+    assert "leaf-small" in names
+    for name in names:
+        assert resolve_checkpoint(name).is_file()  # hashes it against the record
+
+
+def test_a_damaged_packaged_checkpoint_is_refused(tmp_path, monkeypatch):
+    import leaf_sk.checkpoint as checkpoint
+
+    damaged = tmp_path / "leaf-small.safetensors"
+    data = bytearray(checkpoint.resolve_checkpoint("leaf-small").read_bytes())
+    data[-1] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    monkeypatch.setattr(checkpoint, "_VERIFIED", {})
+    with pytest.raises(ValueError, match="is damaged: its SHA-256 is .* Reinstall leaf-sk"):
+        checkpoint._check_packaged_digest("leaf-small", damaged)

@@ -107,3 +107,44 @@ def test_plot_release_state_dict_has_no_history(tmp_path):
     torch.save({"tower.pos_embedding": torch.zeros(1, 20, 16)}, path)
     with pytest.raises(ValueError, match=r"PyTorch state dict without a training history"):
         plot_pretraining_history(path)
+
+
+def test_instruction_level_figure_has_one_panel_per_dataset_and_the_baselines():
+    from leaf_sk.viz import plot_instruction_levels
+
+    rows = [{"dataset": d, "pipeline": "LEAF direct inference", "level": level,
+             "balanced_accuracy": 0.4 + 0.1 * level, "chance": chance}
+            for d, chance in (("A", 0.5), ("B", 1 / 3)) for level in (0, 1, 2)]
+    rows.append({"dataset": "A", "pipeline": "TS+LR", "level": None, "balanced_accuracy": 0.7,
+                 "chance": 0.5})
+    fig = plot_instruction_levels(rows)
+    assert [ax.get_title() for ax in fig.axes] == ["A", "B"]
+    assert len(fig.axes[0].patches) == 3
+    assert {line.get_label() for line in fig.axes[0].lines} == {"chance", "TS+LR"}
+    with pytest.raises(ValueError, match="empty"):
+        plot_instruction_levels([])
+
+
+def test_embedding_geometry_and_query_states_figures(make_trials, ch_names):
+    import numpy as np
+
+    from leaf_sk import LeafEncoder
+    from leaf_sk.viz import _class_geometry, plot_embedding_geometry, plot_query_states
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(["a", "b"], 10)
+    Z = rng.standard_normal((20, 8)) + np.where(y == "a", 2.0, -2.0)[:, None]
+    within, between = _class_geometry(Z, y)
+    assert between > 3 and 0 < within < 20
+    embeddings = {("A", level): (Z, y, ["left", "right"], np.array(["a", "b"])) for level in (0, 1, 2)}
+    fig = plot_embedding_geometry(embeddings, "hashing-8")
+    assert len(fig.axes) >= 3
+
+    X, labels = make_trials(n_trials=6)
+    encoder = LeafEncoder(None, size="tiny", text_encoder="hashing", instruction="which hand",
+                          ch_names=ch_names, sfreq=250.0, device="cpu", random_state=0).fit(X)
+    fig = plot_query_states(encoder, X, labels, "tiny")
+    assert [ax.get_title() for ax in fig.axes] == ["Q-Former layer 1"]
+    with pytest.raises(ValueError, match="fitted with an instruction"):
+        plot_query_states(LeafEncoder(None, size="tiny", ch_names=ch_names, sfreq=250.0,
+                                      device="cpu").fit(X), X, labels)

@@ -53,6 +53,12 @@ class LeafConfig:
         Q-Former position indices of the 2N tokens: ``"branch"`` puts the causal tokens at
         ``max_windows + i`` (as in training on 10-s inputs); ``"contiguous"`` uses ``0..2N-1`` as the
         release does at direct inference.
+    power_memory : bool
+        leaf-sk's option, not the paper's (False for release files): the Q-Former also
+        cross-attends to one band-power token per 0.5-s window, the log-variance of each
+        tokenizer filter's output (layer-normalised over the filters, then projected to
+        ``d_model``). It gives the instruction path the mu/beta and SSVEP power that STR's
+        reconstruction leaves out of the Tower's tokens.
     """
 
     n_channels: int = 65
@@ -76,6 +82,7 @@ class LeafConfig:
     iqf_dropout: float = 0.3
     d_text: int = 768
     iqf_positions: str = "branch"
+    power_memory: bool = False
 
     def __post_init__(self):
         for name in ("n_channels", "window_samples", "max_windows", "n_filters", "temporal_kernel",
@@ -91,6 +98,8 @@ class LeafConfig:
         if self.iqf_positions not in ("branch", "contiguous"):
             raise ValueError(
                 f"LeafConfig.iqf_positions must be 'branch' or 'contiguous', got {self.iqf_positions!r}.")
+        if not isinstance(self.power_memory, bool):
+            raise ValueError(f"LeafConfig.power_memory must be True or False, got {self.power_memory!r}.")
         for name in ("dropout", "tokenizer_dropout", "mask_prob", "iqf_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"LeafConfig.{name} must lie in [0, 1), got {getattr(self, name)!r}.")

@@ -92,4 +92,5 @@ class LeafModel(nn.Module):
         -------
         Tensor, shape (batch, d_text), unit rows.
         """
-        return self.qformer(self.tower(x), instruction)
+        power = self.tower.tokenizer.log_power(x) if self.config.power_memory else None
+        return self.qformer(self.tower(x), instruction, power)

@@ -47,6 +47,8 @@ class QFormer(nn.Module):
         self.final_norm = nn.LayerNorm(d)
         self.output_embed = nn.Sequential(
             nn.Flatten(1), nn.Dropout(config.iqf_dropout), nn.Linear(config.n_queries * d, config.d_text))
+        if config.power_memory:
+            self.power_embed = nn.Sequential(nn.LayerNorm(config.n_filters), nn.Linear(config.n_filters, d))
 
     def positions(self, n_windows, device=None):
         """Position indices of ``[S_1..S_N, T_1..T_N]``, shape (2 * n_windows,)."""
@@ -54,7 +56,7 @@ class QFormer(nn.Module):
         offset = n_windows if self.config.iqf_positions == "contiguous" else self.config.max_windows
         return torch.cat([idx, idx + offset])
 
-    def forward(self, tokens, instruction):
+    def forward(self, tokens, instruction, power=None):
         """Embed Tower tokens conditioned on an instruction.
 
         Parameters
@@ -62,6 +64,9 @@ class QFormer(nn.Module):
         tokens : Tensor, shape (batch, 2 * n_windows, d_model)
         instruction : Tensor, shape (batch, d_text) or (d_text,)
             Unit sentence embedding of the instruction.
+        power : Tensor, shape (batch, n_windows, n_filters), optional
+            Log band power per window and tokenizer filter; required when
+            ``config.power_memory``, refused otherwise.
 
         Returns
         -------
@@ -76,6 +81,12 @@ class QFormer(nn.Module):
         gamma, beta = self.film(instruction.to(tokens.dtype)).unsqueeze(1).chunk(2, dim=-1)
         tokens = (1 + gamma) * tokens + beta
         tokens = tokens + self.pos_embedding[:, self.positions(n_tokens // 2, tokens.device)]
+        if (power is not None) != self.config.power_memory:
+            raise ValueError("QFormer: pass `power` exactly when config.power_memory is True "
+                             f"(power_memory={self.config.power_memory}).")
+        if power is not None:
+            power_tokens = self.power_embed(power.to(tokens.dtype))
+            tokens = torch.cat([tokens, (1 + gamma) * power_tokens + beta], dim=1)
         queries = self.base_queries.unsqueeze(0).expand(batch, -1, -1)
         for layer in self.layers:
             queries = layer(queries, tokens)

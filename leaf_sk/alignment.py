@@ -1,0 +1,90 @@
+"""Euclidean alignment: re-centring each subject's (or session's) trials before the network."""
+
+from __future__ import annotations
+
+import numpy as np
+
+ALIGNMENTS = ("euclidean",)
+#: Parameter values of the estimators: an alignment, None, or "auto" (the checkpoint's).
+ALIGNMENT_OPTIONS = ("auto", *ALIGNMENTS)
+
+# Eigenvalues of the mean covariance below this fraction of the largest are raised to it, so
+# that rank-deficient recordings (average reference, interpolated channels) stay finite.
+_EIGENVALUE_FLOOR = 1e-6
+
+
+def checkpoint_alignment(checkpoint):
+    """The alignment a checkpoint was trained with: ``"euclidean"`` or None.
+
+    Read from the provenance that :class:`~leaf_sk.LeafInstructionTuner` records
+    (``params["alignment"]``); None for random weights, release files and checkpoints that do
+    not say.
+    """
+    if checkpoint is None:
+        return None
+    from .checkpoint import read_metadata
+
+    try:
+        provenance = read_metadata(checkpoint).get("provenance") or {}
+    except (ValueError, OSError):
+        return None
+    alignment = (provenance.get("params") or {}).get("alignment")
+    return alignment if alignment in ALIGNMENTS else None
+
+
+def resolve_alignment(alignment, checkpoint):
+    """An estimator's ``alignment`` parameter as used: ``"auto"`` becomes the checkpoint's."""
+    return checkpoint_alignment(checkpoint) if alignment == "auto" else alignment
+
+
+def check_groups(groups, n_trials):
+    """``groups`` as a 1-D array of ``n_trials`` labels, or None."""
+    if groups is None:
+        return None
+    groups = np.asarray(groups)
+    if groups.ndim != 1 or len(groups) != n_trials:
+        raise ValueError(
+            f"groups must be one label (subject or session) per trial, shape ({n_trials},); "
+            f"got shape {groups.shape}.")
+    return groups
+
+
+def euclidean_alignment(data, groups=None):
+    """Whiten each group's trials by the inverse square root of its mean spatial covariance.
+
+    After alignment the trials of every group have an identity mean covariance (up to one
+    scale, the mean variance before alignment, kept so that amplitudes stay in their unit), which
+    removes much of the between-subject shift that a model trained on other subjects meets
+    (He & Wu 2020, doi:10.1109/TBME.2019.2913914). It uses no labels. The covariance is that of
+    the trials handed in together, so a trial's output depends on the trials of its group.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_trials, n_channels, n_times)
+    groups : array-like of shape (n_trials,), optional
+        Subject or session of each trial; None aligns all trials as one group.
+
+    Returns
+    -------
+    ndarray, shape (n_trials, n_channels, n_times)
+        float64.
+    """
+    data = np.asarray(data, dtype=np.float64)
+    groups = check_groups(groups, len(data))
+    labels = np.zeros(len(data), dtype=int) if groups is None else groups
+    aligned = np.empty_like(data)
+    for label in np.unique(labels):
+        members = labels == label
+        trials = data[members]
+        centred = trials - trials.mean(axis=-1, keepdims=True)
+        mean_cov = np.einsum("nct,ndt->cd", centred, centred) / (centred.shape[-1] * len(trials))
+        eigenvalues, eigenvectors = np.linalg.eigh(mean_cov)
+        top = eigenvalues.max()
+        if not top > 0:
+            aligned[members] = trials  # flat group: nothing to whiten; flat data is reported later
+            continue
+        eigenvalues = np.maximum(eigenvalues, _EIGENVALUE_FLOOR * top)
+        scale = np.sqrt(eigenvalues.mean())
+        whitener = (eigenvectors / np.sqrt(eigenvalues)) @ eigenvectors.T * scale
+        aligned[members] = np.matmul(whitener, trials)
+    return aligned

@@ -1,0 +1,448 @@
+"""LeafInstructionTuner: instruction tuning of one LEAF model on several labelled datasets."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from numbers import Integral, Real
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from ._atomic import atomic_path
+from ._base import Interval, StrOptions, _fit_context, build_model, check_torch_device, torch_seed
+from ._input import make_channel_map, read_trials, to_template
+from .alignment import ALIGNMENTS, euclidean_alignment
+from .checkpoint import save_checkpoint
+from .instructions import instruction_families, label_prototypes, sample_training_instructions
+from .montage import TEMPLATE_CH_NAMES, _mirror_name
+from .nn import LeafModel
+from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
+
+RESUME_FILE = "tune-resume.pt"
+MODEL_FILE = "tuned.safetensors"
+_MIRROR = [TEMPLATE_CH_NAMES.index(_mirror_name(name)) for name in TEMPLATE_CH_NAMES]
+
+
+@dataclasses.dataclass
+class TuningTask:
+    """One labelled dataset for :class:`LeafInstructionTuner`.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_trials, n_channels, n_times) or mne.Epochs
+    y : array-like of shape (n_trials,)
+    family : str
+        Task family of the instruction pool (:func:`~leaf_sk.instructions.instruction_families`,
+        e.g. ``"motor_imagery"``, ``"ssvep"``).
+    label_texts : dict
+        ``{label: text}`` for every class of ``y``. Equal texts across tasks are one class of the
+        global label space.
+    ch_names, sfreq, units
+        As for the estimators (needed for arrays).
+    groups : array-like of shape (n_trials,), optional
+        Subject (or session) of each trial, for the tuner's ``alignment``.
+    mirror_labels : dict, optional
+        ``{label: label}`` under a left-right mirror of the montage (e.g. the two hands swap);
+        given, half of each batch of this task is mirrored across the midline.
+    name : str, optional
+        Shown in the history; default ``"task<i>"``.
+    """
+
+    X: object
+    y: object
+    family: str
+    label_texts: dict
+    ch_names: list | None = None
+    sfreq: float | None = None
+    units: str | None = None
+    groups: object = None
+    mirror_labels: dict | None = None
+    name: str | None = None
+
+
+class LeafInstructionTuner(BaseEstimator):
+    """Instruction-tune one LEAF model on several labelled datasets at once (spec sections 6-7).
+
+    All label texts form one global label space; each trial's embedding (Tower, then the
+    Q-Former conditioned on a sampled instruction of its task's family) is matched by scaled
+    cosine to every label text with cross-entropy. Instructions as in the release: a
+    default-pool phrasing with probability ``p_default``, the level-2 blend with the task's
+    label texts with probability ``p_level2``. Every step takes one class-balanced batch of each
+    task (their channel sets and rates may differ) and runs them as one batch, cropped to the
+    shortest trial of the step. AdamW with the tokenizer on its own
+    learning rate, linear warm-up then cosine to a tenth.
+
+    Parameters
+    ----------
+    checkpoint : str or None
+        Starting weights: a packaged name, a leaf-sk or release file, or None (default) for
+        random weights of ``size``. On the inner split of our training subjects, random weights
+        learned faster than the STR-pretrained ``"leaf-small"`` (benchmarks/RESULTS.md).
+    size : {"small", "base", "tiny"}
+        Network size when ``checkpoint`` is None.
+    power_memory : bool
+        Give the Q-Former band-power tokens (:class:`~leaf_sk.nn.LeafConfig`'s ``power_memory``,
+        leaf-sk's option, not the paper's); a starting checkpoint without them gets them freshly
+        initialised.
+    alignment : {"euclidean"} or None
+        Re-centre each task's trials per group (``TuningTask.groups``) before the network.
+    text_encoder : str
+    max_epochs : int
+        An epoch is as many steps as the largest task has batches.
+    lr, lr_tokenizer, weight_decay, warmup_epochs : float
+    batch_size : int
+        Trials per task per step.
+    logit_scale : float
+    softmax_over : {"task", "all"}
+        ``"all"``: each trial's cross-entropy runs over every label text of every task (the
+        paper's global prototypes); ``"task"``: over its own task's label texts only.
+        Across tasks, ``"all"`` can be lowered by naming the task alone (the instruction's
+        level-2 blend carries the task's label texts), and on PhysioNet with Kalunga2016 that is
+        what it learned: loss ln(2) and ln(3), chance within each task (benchmarks/RESULTS.md).
+    p_default, p_level2 : float
+    crop_windows : int
+        Random crops this many 0.5-s windows shorter (for trials of more windows than that + 1).
+    checkpoint_dir : str or None
+        Folder for ``tune-resume.pt``, written after every epoch; a later ``fit`` with the same
+        folder continues from it.
+    device : str
+    verbose : int
+        1 prints one line per epoch.
+    random_state : int or None
+
+    Attributes
+    ----------
+    model_ : LeafModel
+    label_space_ : list of str
+        The global label texts, in prototype order.
+    history_ : list of dict
+        Per epoch: loss and training accuracy (eval mode, level 2) of each task.
+    """
+
+    _parameter_constraints = {
+        "checkpoint": [str, os.PathLike, None],
+        "size": [StrOptions({"small", "base", "tiny"})],
+        "power_memory": ["boolean"],
+        "alignment": [StrOptions(set(ALIGNMENTS)), None],
+        "text_encoder": [str],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "lr_tokenizer": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "warmup_epochs": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "logit_scale": [Interval(Real, 0, None, closed="neither")],
+        "softmax_over": [StrOptions({"task", "all"})],
+        "p_default": [Interval(Real, 0, 1, closed="both")],
+        "p_level2": [Interval(Real, 0, 1, closed="both")],
+        "crop_windows": [Interval(Integral, 0, None, closed="left")],
+        "checkpoint_dir": [str, None],
+        "device": [str],
+        "verbose": [Interval(Integral, 0, None, closed="left")],
+        "random_state": [Interval(Integral, 0, None, closed="left"), None],
+    }
+
+    def __init__(self, checkpoint=None, *, size="small", power_memory=True,
+                 alignment="euclidean", text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=8, lr=2e-4,
+                 lr_tokenizer=1e-3, weight_decay=1e-3, warmup_epochs=1.0, batch_size=32,
+                 logit_scale=10.0, softmax_over="task", p_default=0.1, p_level2=0.9, crop_windows=1,
+                 checkpoint_dir=None, device="auto", verbose=1, random_state=0):
+        self.checkpoint = checkpoint
+        self.size = size
+        self.power_memory = power_memory
+        self.alignment = alignment
+        self.text_encoder = text_encoder
+        self.max_epochs = max_epochs
+        self.lr = lr
+        self.lr_tokenizer = lr_tokenizer
+        self.weight_decay = weight_decay
+        self.warmup_epochs = warmup_epochs
+        self.batch_size = batch_size
+        self.logit_scale = logit_scale
+        self.softmax_over = softmax_over
+        self.p_default = p_default
+        self.p_level2 = p_level2
+        self.crop_windows = crop_windows
+        self.checkpoint_dir = checkpoint_dir
+        self.device = device
+        self.verbose = verbose
+        self.random_state = random_state
+
+    # --- data -------------------------------------------------------------------------------
+
+    def _prepare(self, tasks):
+        """Validated tasks as template tensors with global targets; sets ``label_space_``."""
+        if isinstance(tasks, TuningTask) or not isinstance(tasks, (list, tuple)) or not tasks:
+            raise TypeError("fit takes a non-empty list of TuningTask (one per labelled dataset).")
+        families = instruction_families()
+        prepared, space, used_sites = [], [], []
+        for index, task in enumerate(tasks):
+            if not isinstance(task, TuningTask):
+                task = TuningTask(**task) if isinstance(task, dict) else task
+            if not isinstance(task, TuningTask):
+                raise TypeError(f"task {index} is a {type(task).__name__}; pass TuningTask objects "
+                                "(or dicts of their fields).")
+            name = task.name or f"task{index}"
+            family = str(task.family).strip().lower().replace("-", "_").replace(" ", "_")
+            if family not in families:
+                raise ValueError(
+                    f"{name}: unknown task family {task.family!r}; known families are {families}. "
+                    "Pick one, or add a family to leaf_sk/data/instructions.json.")
+            y = np.asarray(task.y)
+            classes = np.unique(y)
+            texts = {str(k): v for k, v in dict(task.label_texts or {}).items()}
+            missing = [str(c) for c in classes if str(c) not in texts]
+            if missing:
+                raise ValueError(
+                    f"{name}: label(s) {missing} of y have no text in label_texts (keys "
+                    f"{list(texts)}); give every class words, e.g. label_texts={{{missing[0]!r}: ...}}.")
+            trials = read_trials(task.X, ch_names=task.ch_names, sfreq=task.sfreq, units=task.units)
+            if len(trials.data) != len(y):
+                raise ValueError(f"{name}: X has {len(trials.data)} trials but y has {len(y)} labels.")
+            if self.alignment == "euclidean":
+                groups = None if task.groups is None else np.asarray(task.groups)
+                trials = dataclasses.replace(trials, data=euclidean_alignment(trials.data, groups))
+            channel_map = make_channel_map(trials.ch_names)
+            used_sites.append((name, set(TEMPLATE_CH_NAMES) - set(channel_map.interpolated)))
+            data = to_template(trials, channel_map)
+            for c in classes:
+                if texts[str(c)] not in space:
+                    space.append(texts[str(c)])
+            targets = np.asarray([space.index(texts[str(label)]) for label in y], dtype=np.int64)
+            mirror = None
+            if task.mirror_labels:
+                swap = {str(k): str(v) for k, v in task.mirror_labels.items()}
+                mirror = {space.index(texts[str(c)]): space.index(texts[swap.get(str(c), str(c))])
+                          for c in classes}
+            prepared.append(dict(name=name, family=family, data=torch.from_numpy(data),
+                                 targets=torch.from_numpy(targets), mirror=mirror,
+                                 classes=torch.from_numpy(np.unique(targets)),
+                                 texts=[texts[str(c)] for c in classes]))
+        _check_common_channels(used_sites)
+        self.label_space_ = space
+        return prepared
+
+    # --- model and training -----------------------------------------------------------------
+
+    def _build(self, encoder, seed):
+        model, info = build_model(self.checkpoint, self.size, encoder.dim, seed)
+        if self.power_memory and not model.config.power_memory:
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                bigger = LeafModel(model.config.replace(power_memory=True))
+            missing, unexpected = bigger.load_state_dict(model.state_dict(), strict=False)
+            assert not unexpected and all(key.startswith("qformer.power_embed") for key in missing)
+            model = bigger
+        return model, info
+
+    def _lr_factor(self, step, steps_per_epoch):
+        total = self.max_epochs * steps_per_epoch
+        warmup = self.warmup_epochs * steps_per_epoch
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1.0, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, tasks, y=None):
+        """Tune on every task; resumes from ``checkpoint_dir`` when it holds an unfinished run.
+
+        Parameters
+        ----------
+        tasks : list of TuningTask
+        y : None
+            Ignored (labels are in the tasks).
+
+        Returns
+        -------
+        self
+        """
+        prepared = self._prepare(tasks)
+        device = check_torch_device(self.device)
+        encoder = get_text_encoder(self.text_encoder)
+        seed = torch_seed(self.random_state)
+        model, self.start_info_ = self._build(encoder, seed)
+        model.to(device)
+        prototypes = torch.from_numpy(label_prototypes(encoder, self.label_space_)).to(device)
+        tokenizer_params = list(model.tower.tokenizer.parameters())
+        ids = {id(p) for p in tokenizer_params}
+        optimizer = torch.optim.AdamW(
+            [{"params": tokenizer_params, "lr": self.lr_tokenizer},
+             {"params": [p for p in model.parameters() if id(p) not in ids], "lr": self.lr}],
+            weight_decay=self.weight_decay)
+        base_lrs = [group["lr"] for group in optimizer.param_groups]
+        steps_per_epoch = max(1, max(len(t["targets"]) for t in prepared) // self.batch_size)
+        rng = np.random.default_rng(seed)
+        resume = Path(self.checkpoint_dir) / RESUME_FILE if self.checkpoint_dir else None
+        # Dropout draws from torch's global generator: seeded here, restored on exit, saved and
+        # reloaded with the resume file, so that a resumed run repeats the uninterrupted one.
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            self._train(model, prepared, encoder, prototypes, optimizer, base_lrs, steps_per_epoch,
+                        rng, resume, device)
+        self.model_ = model.eval()
+        self.tasks_ = [{"name": t["name"], "family": t["family"], "label_texts": t["texts"],
+                        "n_trials": int(len(t["targets"]))} for t in prepared]
+        return self
+
+    def _train(self, model, prepared, encoder, prototypes, optimizer, base_lrs, steps_per_epoch,
+               rng, resume, device):
+        """The epochs of :meth:`fit`, from the resume file's when there is one."""
+        self.history_, first_epoch = [], 1
+        if resume is not None and resume.exists():
+            state = torch.load(resume, map_location=device, weights_only=False)
+            if state["label_space"] != self.label_space_ or state["params"] != self._resume_params():
+                raise ValueError(
+                    f"{resume} is a tuning run with other tasks or settings; use another "
+                    "checkpoint_dir, or delete the file to start over.")
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            rng.bit_generator.state = state["rng"]
+            torch.set_rng_state(state["torch_rng"])
+            self.history_, first_epoch = state["history"], state["epoch"] + 1
+        for epoch in range(first_epoch, self.max_epochs + 1):
+            start = time.time()
+            model.train()
+            plans = {t["name"]: [] for t in prepared}
+            losses = {t["name"]: [] for t in prepared}
+            for step in range(steps_per_epoch):
+                factor = self._lr_factor((epoch - 1) * steps_per_epoch + step, steps_per_epoch)
+                for group, base in zip(optimizer.param_groups, base_lrs):
+                    group["lr"] = base * factor
+                parts = []
+                for task in prepared:
+                    if not plans[task["name"]]:
+                        plans[task["name"]] = _balanced_batches(task["targets"].numpy(),
+                                                                self.batch_size, rng)
+                    index = torch.from_numpy(plans[task["name"]].pop())
+                    x, target = self._augment(task, index, rng)
+                    instructions = torch.from_numpy(sample_training_instructions(
+                        encoder, task["family"], task["texts"], len(index), rng,
+                        p_default=self.p_default, p_level2=self.p_level2))
+                    parts.append((task, x, target, instructions))
+                # One forward pass over every task's batch, cropped to the shortest: BatchNorm
+                # then sees the same mixture of tasks in training as its running statistics
+                # hold at inference (a pass per task left them fitting the last task only).
+                n_samples = min(x.shape[-1] for _, x, _, _ in parts)
+                embedding = model(torch.cat([x[..., :n_samples] for _, x, _, _ in parts]).to(device),
+                                  torch.cat([instr for _, _, _, instr in parts]).to(device))
+                loss, first = 0.0, 0
+                for task, x, target, _ in parts:
+                    rows = embedding[first:first + len(target)]
+                    first += len(target)
+                    target = target.to(device)
+                    if self.softmax_over == "task":
+                        own = task["classes"].to(device)
+                        logits = rows @ prototypes[own].T
+                        target = torch.searchsorted(own, target)
+                    else:
+                        logits = rows @ prototypes.T
+                    part = torch.nn.functional.cross_entropy(self.logit_scale * logits, target)
+                    losses[task["name"]].append(part.item())
+                    loss = loss + part
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            record = {"epoch": epoch, "seconds": round(time.time() - start, 1)}
+            for task in prepared:
+                record[f"{task['name']}_loss"] = float(np.mean(losses[task["name"]]))
+                record[f"{task['name']}_train_acc"] = self._accuracy(model, task, encoder, prototypes,
+                                                                     device)
+            self.history_.append(record)
+            if self.verbose:
+                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in record.items()), flush=True)
+            if resume is not None:
+                resume.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(resume) as tmp:
+                    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                                "history": self.history_, "epoch": epoch,
+                                "label_space": self.label_space_, "params": self._resume_params()},
+                               tmp)
+
+    def _resume_params(self):
+        return {k: v for k, v in self.get_params().items()
+                if k not in ("checkpoint_dir", "device", "verbose", "max_epochs")}
+
+    def _augment(self, task, index, rng):
+        x, target = task["data"][index], task["targets"][index]
+        if task["mirror"] is not None:
+            flip = torch.from_numpy(rng.random(len(index)) < 0.5)
+            swapped = torch.tensor([task["mirror"][int(t)] for t in target])
+            x = torch.where(flip[:, None, None], x[:, _MIRROR], x)
+            target = torch.where(flip, swapped, target)
+        n_windows = x.shape[-1] // 100
+        if self.crop_windows and n_windows > self.crop_windows + 1:
+            offset = int(rng.integers(0, self.crop_windows + 1)) * 100
+            x = x[..., offset: offset + (n_windows - self.crop_windows) * 100]
+        return x, target
+
+    def _accuracy(self, model, task, encoder, prototypes, device):
+        """Training accuracy in eval mode at level 2, among the task's own classes."""
+        from .instructions import instruction_pool, instruction_vector
+
+        vector = torch.from_numpy(instruction_vector(
+            encoder, instruction_pool(task["family"])[0], 2, task["texts"])).to(device)
+        own = sorted({int(t) for t in task["targets"]})
+        model.eval()
+        with torch.no_grad():
+            cos = torch.cat([model(task["data"][i:i + 256].to(device), vector) @ prototypes[own].T
+                             for i in range(0, len(task["targets"]), 256)])
+        model.train()
+        predicted = torch.tensor(own)[cos.argmax(1).cpu()]
+        return float((predicted == task["targets"]).float().mean())
+
+    def save(self, path, *, provenance=None):
+        """Write the tuned model (Tower and Q-Former) as a leaf-sk checkpoint, atomically.
+
+        Parameters
+        ----------
+        path : str or Path
+        provenance : dict, optional
+            Extra facts (data description, subjects) merged into the recorded provenance.
+
+        Returns
+        -------
+        Path
+        """
+        check_is_fitted(self, "model_")
+        from . import __version__
+
+        record = {"trainer": "LeafInstructionTuner", "leaf_sk_version": __version__,
+                  "params": {k: v for k, v in self.get_params().items()},
+                  "tasks": self.tasks_, "label_space": self.label_space_,
+                  **(provenance or {})}
+        return save_checkpoint(path, self.model_, text_encoder=self.text_encoder,
+                               provenance=record, history=self.history_)
+
+
+def _check_common_channels(used_sites):
+    """Refuse tasks whose measured template sites do not overlap with every other task's."""
+    for i, (name_a, sites_a) in enumerate(used_sites):
+        for name_b, sites_b in used_sites[i + 1:]:
+            if not sites_a & sites_b:
+                raise ValueError(
+                    f"Tasks {name_a!r} ({sorted(sites_a)}) and {name_b!r} ({sorted(sites_b)}) "
+                    "share no electrode site, so one network cannot relate them; tune them "
+                    "separately, or add a task that covers both montages.")
+
+
+def _balanced_batches(targets, batch_size, rng):
+    """Batches of ``batch_size`` indices with every class about equally often."""
+    pools = [rng.permutation(np.flatnonzero(targets == c)) for c in np.unique(targets)]
+    order, queues = [], [list(p) for p in pools]
+    while len(order) < len(targets):
+        for c in rng.permutation(len(pools)):
+            if not queues[c]:
+                queues[c] = list(rng.permutation(pools[c]))
+            order.append(queues[c].pop())
+    batches = [np.asarray(order[i:i + batch_size]) for i in range(0, len(order) - batch_size + 1,
+                                                                  batch_size)]
+    return batches or [np.asarray(order)]

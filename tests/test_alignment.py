@@ -1,0 +1,120 @@
+"""Euclidean alignment: the function, and the ``alignment`` parameter of both estimators."""
+
+import numpy as np
+import pytest
+
+from leaf_sk import LeafEncoder, LeafInstructionClassifier
+from leaf_sk.alignment import euclidean_alignment
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*template channels.*are interpolated:UserWarning")
+
+
+def _mean_covariance(trials):
+    centred = trials - trials.mean(axis=-1, keepdims=True)
+    return np.einsum("nct,ndt->cd", centred, centred) / (centred.shape[-1] * len(trials))
+
+
+def _subjects(n_per_subject=6, n_channels=5, n_times=400, seed=0):
+    """Two subjects whose trials share nothing but their channel count: different mixings."""
+    rng = np.random.default_rng(seed)
+    data, groups = [], []
+    for subject, gain in ((1, 3.0), (2, 40.0)):
+        mixing = rng.standard_normal((n_channels, n_channels)) * gain
+        data.append(mixing @ rng.standard_normal((n_per_subject, n_channels, n_times)))
+        groups += [subject] * n_per_subject
+    return np.concatenate(data), np.asarray(groups)
+
+
+def test_each_group_gets_an_isotropic_mean_covariance():
+    data, groups = _subjects()
+    aligned = euclidean_alignment(data, groups)
+    for subject in (1, 2):
+        cov = _mean_covariance(aligned[groups == subject])
+        scale = np.trace(cov) / len(cov)
+        np.testing.assert_allclose(cov / scale, np.eye(len(cov)), atol=1e-8)
+        # the amplitude stays that of the subject (mean variance kept)
+        assert np.isclose(scale, np.trace(_mean_covariance(data[groups == subject])) / len(cov))
+
+
+def test_groups_are_aligned_independently_and_in_place():
+    data, groups = _subjects()
+    together = euclidean_alignment(data, groups)
+    for subject in (1, 2):
+        alone = euclidean_alignment(data[groups == subject])
+        np.testing.assert_allclose(together[groups == subject], alone, rtol=1e-10, atol=1e-10)
+    # one group for all trials is not the same as one per subject
+    assert not np.allclose(euclidean_alignment(data), together)
+
+
+def test_rank_deficient_data_stays_finite():
+    data, _ = _subjects()
+    data = data - data.mean(axis=1, keepdims=True)  # average reference: rank n_channels - 1
+    assert np.isfinite(euclidean_alignment(data)).all()
+
+
+def test_groups_of_the_wrong_length_are_refused():
+    data, groups = _subjects()
+    with pytest.raises(ValueError, match=r"one label .* per trial, shape \(12,\)"):
+        euclidean_alignment(data, groups[:-1])
+
+
+def _tiny(cls, **params):
+    defaults = dict(checkpoint=None, size="tiny", text_encoder="hashing", device="cpu", random_state=0)
+    if cls is LeafInstructionClassifier:
+        defaults.update(max_epochs=1, batch_size=4)
+    return cls(**{**defaults, **params})
+
+
+def test_encoder_aligns_the_trials_of_each_call(make_trials, ch_names):
+    X, _ = make_trials(n_trials=8)
+    aligned = _tiny(LeafEncoder, ch_names=ch_names, sfreq=250.0, alignment="euclidean",
+                    pooling="logvar").fit(X)
+    plain = _tiny(LeafEncoder, ch_names=ch_names, sfreq=250.0, pooling="logvar").fit(X)
+    np.testing.assert_allclose(aligned.transform(X), plain.transform(euclidean_alignment(X)),
+                               rtol=1e-5, atol=1e-6)
+    assert not np.allclose(aligned.transform(X), plain.transform(X))
+
+
+def test_fit_groups_align_per_subject(make_trials, ch_names):
+    X, _ = make_trials(n_trials=8)
+    X[4:] *= np.random.default_rng(1).uniform(0.5, 2.0, size=(len(ch_names), 1))  # a second "subject"
+    groups = np.repeat([1, 2], 4)
+    encoder = _tiny(LeafEncoder, ch_names=ch_names, sfreq=250.0, alignment="euclidean",
+                    pooling="logvar")
+    per_group = encoder.fit_transform(X, groups=groups)
+    expected = np.concatenate([encoder.transform(X[:4]), encoder.transform(X[4:])])
+    np.testing.assert_allclose(per_group, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_groups_without_alignment_are_refused(make_trials, ch_names):
+    X, y = make_trials(n_trials=8)
+    with pytest.raises(ValueError, match="only used with Euclidean alignment"):
+        _tiny(LeafEncoder, ch_names=ch_names, sfreq=250.0).fit(X, groups=np.repeat([1, 2], 4))
+    with pytest.raises(ValueError, match="only used with Euclidean alignment"):
+        _tiny(LeafInstructionClassifier, ch_names=ch_names, sfreq=250.0).fit(
+            X, y, groups=np.repeat([1, 2], 4))
+
+
+def test_classifier_trains_and_predicts_with_alignment(make_trials, ch_names):
+    X, y = make_trials(n_trials=8)
+    clf = _tiny(LeafInstructionClassifier, ch_names=ch_names, sfreq=250.0, alignment="euclidean")
+    clf.fit(X, y, groups=np.repeat([1, 2], 4))
+    assert set(clf.predict(X)) <= set(y)
+
+
+def test_unknown_alignment_is_refused(make_trials, ch_names):
+    X, _ = make_trials(n_trials=4)
+    with pytest.raises(ValueError, match="alignment"):
+        _tiny(LeafEncoder, ch_names=ch_names, sfreq=250.0, alignment="riemann").fit(X)
+
+
+def test_auto_alignment_follows_the_checkpoint(make_trials, ch_names, tmp_path):
+    from leaf_sk.alignment import checkpoint_alignment
+
+    assert checkpoint_alignment("leaf-small-bci") == "euclidean"
+    assert checkpoint_alignment("leaf-small") is None
+    assert checkpoint_alignment(None) is None
+    X, _ = make_trials(n_trials=4)
+    assert _tiny(LeafEncoder, ch_names=ch_names, sfreq=250.0).fit(X).alignment_ is None
+    encoder = LeafEncoder("leaf-small-bci", ch_names=ch_names, sfreq=250.0, device="cpu").fit(X)
+    assert encoder.alignment_ == "euclidean" and encoder.pooling_ == "logvar"

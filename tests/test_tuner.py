@@ -1,0 +1,107 @@
+"""LeafInstructionTuner: several labelled datasets, one label space, resume, bad inputs."""
+
+import contextlib
+
+import numpy as np
+import pytest
+import torch
+
+import leaf_sk.tuner as tuner_module
+from leaf_sk import LeafInstructionClassifier
+from leaf_sk.checkpoint import read_metadata
+from leaf_sk.tuner import RESUME_FILE, LeafInstructionTuner, TuningTask
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*template channels.*are interpolated:UserWarning")
+
+MOTOR = ["C3", "Cz", "C4", "FC3", "FC4", "CP3", "CP4", "Pz"]
+VISUAL = ["Oz", "O1", "O2", "POz", "PO3", "PO4", "PO7", "PO8"]
+HANDS = {"left_hand": "Left hand", "right_hand": "Right hand"}
+FLICKER = {"13": "13 Hz flicker", "17": "17 Hz flicker"}
+
+
+def _tasks(seed=0):
+    rng = np.random.default_rng(seed)
+    mi = TuningTask(rng.standard_normal((16, 8, 480)) * 10, np.array(list(HANDS) * 8),
+                    "motor_imagery", HANDS, ch_names=MOTOR, sfreq=160.0,
+                    groups=np.repeat([1, 2], 8), mirror_labels={"left_hand": "right_hand",
+                                                                "right_hand": "left_hand"},
+                    name="mi")
+    ssvep = TuningTask(rng.standard_normal((12, 8, 400)) * 10, np.array(list(FLICKER) * 6),
+                       "ssvep", FLICKER, ch_names=["Oz", "O1", "O2", "POz", "PO3", "PO4", "Pz", "PO8"],
+                       sfreq=200.0, name="ssvep")  # shares Pz with the motor task
+    return [mi, ssvep]
+
+
+def _tuner(**params):
+    defaults = dict(checkpoint=None, size="tiny", text_encoder="hashing", max_epochs=2, batch_size=4,
+                    device="cpu", verbose=0, random_state=0)
+    return LeafInstructionTuner(**{**defaults, **params})
+
+
+def test_one_label_space_history_and_a_checkpoint_the_classifier_loads(tmp_path):
+    tuner = _tuner().fit(_tasks())
+    assert tuner.label_space_ == ["Left hand", "Right hand", "13 Hz flicker", "17 Hz flicker"]
+    assert [row["epoch"] for row in tuner.history_] == [1, 2]
+    assert {"mi_loss", "mi_train_acc", "ssvep_loss", "ssvep_train_acc"} <= set(tuner.history_[0])
+    path = tuner.save(tmp_path / "tuned.safetensors", provenance={"data": "synthetic"})
+    meta = read_metadata(path)
+    assert meta["parts"] == ["qformer", "tower"] and meta["config"]["power_memory"] is True
+    assert meta["provenance"]["label_space"] == tuner.label_space_
+    X, y = _tasks()[0].X, _tasks()[0].y
+    clf = LeafInstructionClassifier(str(path), text_encoder="hashing", ch_names=MOTOR, sfreq=160.0,
+                                    max_epochs=0, instruction="Which imagined movement is this?",
+                                    label_texts=HANDS, alignment="euclidean", device="cpu").fit(X, y)
+    assert clf.predict_proba(X).shape == (16, 2)
+
+
+def test_a_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    whole = _tuner(max_epochs=3).fit(_tasks())
+    real_atomic_path = tuner_module.atomic_path
+
+    @contextlib.contextmanager
+    def killed_after_writing(path):  # Ctrl-C right after the first resume file is complete
+        with real_atomic_path(path) as tmp:
+            yield tmp
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuner_module, "atomic_path", killed_after_writing)
+    with pytest.raises(KeyboardInterrupt):
+        _tuner(max_epochs=3, checkpoint_dir=str(tmp_path)).fit(_tasks())
+    monkeypatch.undo()
+    assert torch.load(tmp_path / RESUME_FILE, weights_only=False)["epoch"] == 1
+    resumed = _tuner(max_epochs=3, checkpoint_dir=str(tmp_path)).fit(_tasks())
+    assert [row["epoch"] for row in resumed.history_] == [1, 2, 3]
+    for (name, a), b in zip(whole.model_.state_dict().items(), resumed.model_.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_resume_with_other_settings_is_refused(tmp_path):
+    _tuner(max_epochs=1, checkpoint_dir=str(tmp_path)).fit(_tasks())
+    with pytest.raises(ValueError, match="other tasks or settings"):
+        _tuner(max_epochs=2, checkpoint_dir=str(tmp_path), lr=1e-3).fit(_tasks())
+
+
+def test_unknown_family_is_refused():
+    tasks = _tasks()
+    tasks[1].family = "telepathy"
+    with pytest.raises(ValueError, match=r"ssvep: unknown task family 'telepathy'; known families"):
+        _tuner().fit(tasks)
+
+
+def test_missing_label_text_is_refused():
+    tasks = _tasks()
+    tasks[0].label_texts = {"left_hand": "Left hand"}
+    with pytest.raises(ValueError, match=r"mi: label\(s\) \['right_hand'\] of y have no text"):
+        _tuner().fit(tasks)
+
+
+def test_tasks_without_a_common_channel_are_refused():
+    tasks = _tasks()
+    tasks[1].ch_names = VISUAL
+    with pytest.raises(ValueError, match="share no electrode site"):
+        _tuner().fit(tasks)
+
+
+def test_fit_needs_a_list_of_tasks():
+    with pytest.raises(TypeError, match="list of TuningTask"):
+        _tuner().fit(_tasks()[0])
