@@ -17,6 +17,7 @@ from sklearn.utils.validation import check_is_fitted
 from .alignment import ALIGNMENT_OPTIONS, euclidean_alignment, resolve_alignment
 from ._input import (_listed, as_numeric_array, check_same_channels, is_epochs_sequence,
                      make_channel_map, read_trials, to_template)
+from ._precision import PRECISIONS, autocast
 from .checkpoint import load_checkpoint
 from ._rng import seeded
 from .nn import SIZES, LeafConfig, LeafModel
@@ -30,8 +31,13 @@ SHARED_CONSTRAINTS = {
     "units": [StrOptions({"uV", "µV", "V", "mV"}), None],
     "instruction": [str, None],
     "instruction_level": [Interval(Integral, 0, 2, closed="both")],
+    "precision": [StrOptions(set(PRECISIONS))],
     "alignment": [StrOptions(set(ALIGNMENT_OPTIONS)), None],
 }
+
+# Trials read and preprocessed at a time by transform and predict: about this many bytes of
+# float64 per block, so that memory does not grow with the number of trials.
+_BLOCK_BYTES = 8 * 2**20
 
 
 def check_torch_device(device):
@@ -89,9 +95,50 @@ class LeafInputMixin:
         else:
             self.alignment_ = resolve_alignment(self.alignment, self.checkpoint)
         X, n_flat_features = self._unflatten(X)
+        return self._template_part(X, n_flat_features, fit=fit, groups=groups)
+
+    def _template_blocks(self, X, *, fit=False):
+        """As :meth:`_template_data`, read and preprocessed a block of trials at a time.
+
+        Arrays (numpy memmaps included) are read block by block, so the whole input is never
+        copied or converted at once; Epochs are read whole and preprocessed by blocks. The
+        first block is processed at once (fitting the channel map with ``fit=True`` and
+        raising on bad input early), the others while the result is consumed.
+
+        With Euclidean alignment the whole call is read at once: its mean covariance needs
+        every trial before the first can be aligned.
+
+        Returns
+        -------
+        TrialBlocks
+            ``len`` is the number of trials; iterating gives float32 blocks of shape
+            ``(n_block, 65, n_windows * 100)`` in order.
+        """
+        if not fit:
+            check_is_fitted(self, "channel_map_")
+        else:
+            self.alignment_ = resolve_alignment(self.alignment, self.checkpoint)
+        X, n_flat_features = self._unflatten(X)
+        if (not (isinstance(X, np.ndarray) and X.ndim == 3 and X.size)
+                or self.alignment_ == "euclidean"):
+            data = self._template_part(X, n_flat_features, fit=fit)
+            return TrialBlocks(len(data), iter([data]))
+        per_trial = 8 * max(X.shape[1], 65) * X.shape[2] * max(1.0, 200.0 / (self.sfreq or 200.0))
+        block = max(1, int(_BLOCK_BYTES // per_trial))
+        first = self._template_part(X[:block], n_flat_features, fit=fit)
+
+        def blocks():
+            yield first
+            for start in range(block, len(X), block):
+                yield self._template_part(X[start:start + block], n_flat_features, fit=False,
+                                          first_trial=start)
+        return TrialBlocks(len(X), blocks())
+
+    def _template_part(self, X, n_flat_features, *, fit, first_trial=0, groups=None):
         if not fit and isinstance(X, np.ndarray) and X.ndim == 3:
             self._check_n_features(n_flat_features or X.shape[1], flat=n_flat_features is not None)
-        trials = read_trials(X, ch_names=self.ch_names, sfreq=self.sfreq, units=self.units)
+        trials = read_trials(X, ch_names=self.ch_names, sfreq=self.sfreq, units=self.units,
+                             first_trial=first_trial)
         n_features = n_flat_features or len(trials.ch_names)
         if fit:
             self.channel_map_ = make_channel_map(trials.ch_names)
@@ -108,7 +155,7 @@ class LeafInputMixin:
                 f"groups are only used with Euclidean alignment (alignment={self.alignment!r}, "
                 f"here {self.alignment_!r}); set alignment='euclidean' to re-centre each group's "
                 "trials, or leave groups out.")
-        return to_template(trials, self.channel_map_)
+        return to_template(trials, self.channel_map_, first_trial=first_trial)
 
     def _check_n_features(self, n_features, *, flat):
         if n_features == self.n_features_in_:
@@ -204,7 +251,52 @@ def warn_if_qformer_untrained(info, checkpoint, what):
         UserWarning, stacklevel=3)
 
 
-def predict_in_batches(fn, data, batch_size, device):
+class TrialBlocks:
+    """Consecutive blocks of trials, read once, with the total number of trials.
+
+    Parameters
+    ----------
+    n_trials : int
+    blocks : iterator of ndarray
+        Blocks of shape (n_block, ...) whose lengths sum to ``n_trials``.
+    """
+
+    def __init__(self, n_trials, blocks):
+        self.n_trials = n_trials
+        self._blocks = blocks
+
+    def __len__(self):
+        return self.n_trials
+
+    def __iter__(self):
+        return self._blocks
+
+
+def _fixed_blocks(data, batch_size):
+    """Blocks of exactly ``batch_size`` trials (the last may be shorter) from ``data``.
+
+    ``data`` is an array or an iterable of arrays (e.g. :class:`TrialBlocks`).
+    """
+    if isinstance(data, np.ndarray):
+        for start in range(0, len(data), batch_size):
+            yield data[start:start + batch_size]
+        return
+    pending, n_pending = [], 0
+    for block in data:
+        start = 0
+        while start < len(block):
+            take = min(batch_size - n_pending, len(block) - start)
+            pending.append(block[start:start + take])
+            n_pending += take
+            start += take
+            if n_pending == batch_size:
+                yield pending[0] if len(pending) == 1 else np.concatenate(pending)
+                pending, n_pending = [], 0
+    if pending:
+        yield np.concatenate(pending)
+
+
+def predict_in_batches(fn, data, batch_size, device, precision="float32"):
     """Apply ``fn`` to float32 ``data`` in blocks of exactly ``batch_size`` trials.
 
     Every forward pass has the same shape: the last block is zero-padded to ``batch_size``
@@ -217,24 +309,31 @@ def predict_in_batches(fn, data, batch_size, device):
     ----------
     fn : callable
         Tensor of shape (batch_size, ...) to a tensor with ``batch_size`` rows.
-    data : ndarray, shape (n_trials, ...)
-        float32.
+    data : ndarray, shape (n_trials, ...), or TrialBlocks
+        float32; blocks are consumed as they come, so only one block and one batch are in
+        memory beside the output.
     batch_size : int
         Trials per forward pass. 1 gives the lowest latency for a single trial.
     device : str or torch.device
+    precision : {"float32", "bfloat16"}
+        bfloat16 runs ``fn`` under autocast.
 
     Returns
     -------
     ndarray, shape (n_trials, ...), the outputs in order (float32).
     """
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, len(data), batch_size):
-            block = np.ascontiguousarray(data[start:start + batch_size])
+    output, done = None, 0
+    with torch.inference_mode(), autocast(precision, device):
+        for block in _fixed_blocks(data, batch_size):
+            block = np.ascontiguousarray(block, dtype=np.float32)
             n_rows = len(block)
             if n_rows < batch_size:
                 padding = np.zeros((batch_size - n_rows,) + block.shape[1:], dtype=block.dtype)
                 block = np.concatenate([block, padding])
             batch = torch.from_numpy(block).to(device)
-            outputs.append(fn(batch)[:n_rows].float().cpu().numpy())
-    return np.concatenate(outputs, axis=0)
+            result = fn(batch)[:n_rows].float().cpu().numpy()
+            if output is None:
+                output = np.empty((len(data),) + result.shape[1:], dtype=np.float32)
+            output[done:done + n_rows] = result
+            done += n_rows
+    return output

@@ -32,6 +32,8 @@ _UNIT_TO_MICROVOLT = {"V": 1e6, "mV": 1e3, "uV": 1.0, "µV": 1.0, "μV": 1.0}
 _ACCEPTED_UNITS = ("V", "mV", "uV", "µV")
 _INTERPOLATION_WARN_FRACTION = 0.5
 _CLIP_PERCENTILES = (0.1, 99.9)
+# From this many values per trial on, the quartiles are computed with the clipping bounds.
+_ONE_PASS_MIN_VALUES = 64
 _MAX_LISTED = 10
 
 
@@ -258,17 +260,17 @@ def _check_array(X):
     return data
 
 
-def _check_finite(data):
+def _check_finite(data, first_trial=0):
     bad = ~np.isfinite(data)
     if bad.any():
-        trials = np.flatnonzero(bad.any(axis=(1, 2)))
+        trials = np.flatnonzero(bad.any(axis=(1, 2))) + first_trial
         raise ValueError(
             f"X contains {int(bad.sum())} NaN or Inf values, in {len(trials)} trial(s) "
             f"{_listed(trials.tolist())}; drop those trials or replace the values "
             "(e.g. interpolate the bad samples) before passing X.")
 
 
-def read_trials(X, *, ch_names=None, sfreq=None, units=None):
+def read_trials(X, *, ch_names=None, sfreq=None, units=None, first_trial=0):
     """Validate trials given as Epochs or as an array.
 
     Parameters
@@ -284,6 +286,9 @@ def read_trials(X, *, ch_names=None, sfreq=None, units=None):
     units : {"V", "mV", "uV", "µV"}, optional
         Unit of the values of ``X``. Default: ``"uV"`` for arrays (as MOABB returns them),
         ``"V"`` for Epochs (MNE's unit).
+    first_trial : int
+        Index of ``X``'s first trial in the caller's numbering (a block of a larger array),
+        used in messages that name trials.
 
     Returns
     -------
@@ -326,8 +331,8 @@ def read_trials(X, *, ch_names=None, sfreq=None, units=None):
                 f"X has {data.shape[1]} channels but ch_names lists {len(names)}; pass one name "
                 "per row of X, or pass mne.Epochs.")
     _check_ch_names(names)
-    _check_finite(data)
-    data = np.ascontiguousarray(data, dtype=np.float64) * _UNIT_TO_MICROVOLT[unit]
+    _check_finite(data, first_trial)
+    data = np.multiply(data, _UNIT_TO_MICROVOLT[unit], dtype=np.float64)  # a new C-ordered array
     _check_amplitude(data, unit, given=units is not None)
     return EEGTrials(data=data, ch_names=tuple(names), sfreq=rate)
 
@@ -376,7 +381,7 @@ def _check_amplitude(data, unit, *, given):
         "may not be what you think it is.", UserWarning, stacklevel=3)
 
 
-def _check_flat(data, ch_names, used=None):
+def _check_flat(data, ch_names, used=None, first_trial=0):
     """Warn naming the trials and channels that are constant (flat) in time.
 
     Parameters
@@ -385,6 +390,8 @@ def _check_flat(data, ch_names, used=None):
     ch_names : sequence of str, length n_channels
     used : ndarray of bool, shape (n_channels,), optional
         Only these channels are checked (the others do not reach the model).
+    first_trial : int
+        Index of the first trial in the messages.
     """
     flat = np.ptp(data, axis=-1) == 0
     if used is not None:
@@ -395,14 +402,15 @@ def _check_flat(data, ch_names, used=None):
     whole = np.flatnonzero(flat.sum(axis=1) == n_checked)
     parts = []
     if whole.size:
-        parts.append(f"trial(s) {_listed(whole.tolist())} are flat on every channel (all-zero or "
-                     "constant): they carry no signal, and their output is meaningless")
+        parts.append(f"trial(s) {_listed((whole + first_trial).tolist())} are flat on every "
+                     "channel (all-zero or constant): they carry no signal, and their output is meaningless")
     partly = flat.copy()
     partly[whole] = False
     channels = np.flatnonzero(partly.any(axis=0))
     if channels.size:
-        listing = "; ".join(f"{ch_names[c]!r} in trial(s) {_listed(np.flatnonzero(partly[:, c]).tolist())}"
-                            for c in channels[:_MAX_LISTED])
+        listing = "; ".join(
+            f"{ch_names[c]!r} in trial(s) {_listed((np.flatnonzero(partly[:, c]) + first_trial).tolist())}"
+            for c in channels[:_MAX_LISTED])
         more = f"; ... ({channels.size - _MAX_LISTED} more channels)" if channels.size > _MAX_LISTED else ""
         parts.append(f"these channels are flat (constant): {listing}{more}; a disconnected "
                      "electrode distorts the spatial filters")
@@ -586,14 +594,24 @@ def scale_trials(data, used=None):
     """
     n_trials = data.shape[0]
     pooled = (data if used is None else data[:, used]).reshape(n_trials, -1)
-    low, high = np.percentile(pooled, _CLIP_PERCENTILES, axis=1)
-    clipped = np.clip(data, low[:, None, None], high[:, None, None])
-    pooled = np.clip(pooled, low[:, None], high[:, None])
-    q25, median, q75 = np.percentile(pooled, (25, 50, 75), axis=1)
+    if pooled.shape[1] >= _ONE_PASS_MIN_VALUES:
+        # One partition for all five percentiles: with this many values the quartiles' order
+        # statistics lie between the clipping bounds, so clipping would not move them.
+        low, q25, median, q75, high = np.percentile(
+            pooled, (_CLIP_PERCENTILES[0], 25, 50, 75, _CLIP_PERCENTILES[1]), axis=1)
+    else:
+        low, high = np.percentile(pooled, _CLIP_PERCENTILES, axis=1)
+        q25, median, q75 = np.percentile(np.clip(pooled, low[:, None], high[:, None]),
+                                         (25, 50, 75), axis=1)
     spread = q75 - q25
-    spread = np.where(spread > 0, spread, pooled.std(axis=1))
+    flat = spread <= 0
+    if flat.any():
+        spread[flat] = np.clip(pooled[flat], low[flat, None], high[flat, None]).std(axis=1)
     scale = np.divide(1.0, spread, out=np.zeros_like(spread), where=spread > 0)
-    return (clipped - median[:, None, None]) * scale[:, None, None]
+    out = np.clip(data, low[:, None, None], high[:, None, None])
+    out -= median[:, None, None]
+    out *= scale[:, None, None]
+    return out
 
 
 def _is_int_at_least(value, lowest):
@@ -611,7 +629,7 @@ def _check_window_counts(min_windows, max_windows):
             f"got {max_windows!r}.")
 
 
-def to_template(trials, channel_map, *, min_windows=2, max_windows=MAX_WINDOWS):
+def to_template(trials, channel_map, *, min_windows=2, max_windows=MAX_WINDOWS, first_trial=0):
     """Bring validated trials onto the model input: 65 sites, 200 Hz, whole windows.
 
     Parameters
@@ -624,6 +642,8 @@ def to_template(trials, channel_map, *, min_windows=2, max_windows=MAX_WINDOWS):
         Fewest 0.5-s windows a trial must give.
     max_windows : int or None
         Most windows kept (the first ones); None keeps all.
+    first_trial : int
+        Index of the first trial in messages (see :func:`read_trials`).
 
     Returns
     -------
@@ -671,9 +691,20 @@ def to_template(trials, channel_map, *, min_windows=2, max_windows=MAX_WINDOWS):
             f"{max_windows} windows are used. Segment longer trials to use all of them.",
             UserWarning, stacklevel=2)
         n_windows = max_windows
-    _check_flat(trials.data, trials.ch_names, channel_map.used)
+    _check_flat(trials.data, trials.ch_names, channel_map.used, first_trial)
     kept = data[..., : n_windows * WINDOW_SAMPLES]
-    return np.matmul(channel_map.matrix, scale_trials(kept, channel_map.used)).astype(np.float32)
+    scaled = scale_trials(kept, channel_map.used)
+    # One BLAS thread: the products are small, and idle BLAS threads spin, taking the cores
+    # from the network that runs next (preprocessing ran 2x slower on a busy 2-core machine).
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        return np.matmul(channel_map.matrix, scaled).astype(np.float32)
+
+
+@lru_cache(maxsize=1)
+def _blas_controller():
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 def pad_or_crop(x, n_samples, *, rng=None):

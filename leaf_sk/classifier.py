@@ -16,6 +16,7 @@ from . import _net
 from ._base import (SHARED_CONSTRAINTS, Interval, LeafInputMixin, StrOptions, _fit_context,
                     build_model, check_torch_device,
                     predict_in_batches, torch_seed, warn_if_qformer_untrained)
+from ._precision import resolve_precision
 from .instructions import default_label_text, instruction_vector, label_prototypes
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
 
@@ -146,7 +147,9 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     warmup_epochs : float
         Linear warm-up length before the cosine decay, epochs.
     batch_size : int
-        Trials per step.
+        Trials per training step and per forward pass at prediction, which reads,
+        preprocesses and scores the trials a block at a time (numpy memmaps are read block
+        by block).
     freeze : {"none", "encoder", "tokenizer"}
         Parts of the network kept fixed during training.
     logit_scale : float
@@ -170,6 +173,10 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         skorch validation split (e.g. ``skorch.dataset.ValidSplit(5)``); None trains on all.
     device : str
         ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda[:i]"``.
+    precision : {"auto", "float32", "bfloat16"}
+        Numeric precision of the network at prediction (training is float32). ``"auto"`` is
+        bfloat16 on a GPU and on a CPU with native bf16 matrix products (AVX-512 BF16 or AMX),
+        float32 elsewhere; asking for bfloat16 where it is emulated warns.
     verbose : int
         0 silent, 1 one line per epoch.
     random_state : int, RandomState instance or None
@@ -191,6 +198,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         (None otherwise).
     history_ : list of dict
         Per-epoch training record.
+    precision_ : {"float32", "bfloat16"}
+        The precision of prediction.
     channel_map_, ch_names_, sfreq_, n_features_in_
         As in :class:`LeafEncoder`.
 
@@ -227,7 +236,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
                  text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=20, lr=2e-4, lr_tokenizer=1e-3,
                  weight_decay=1e-3, warmup_epochs=1.0, batch_size=32, freeze="none",
                  logit_scale=10.0, balance_classes=True, warm_start=False, callbacks=None,
-                 train_split=None, device="auto", verbose=0, random_state=None):
+                 train_split=None, device="auto", precision="auto", verbose=0, random_state=None):
         self.checkpoint = checkpoint
         self.size = size
         self.ch_names = ch_names
@@ -251,6 +260,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         self.callbacks = callbacks
         self.train_split = train_split
         self.device = device
+        self.precision = precision
         self.verbose = verbose
         self.random_state = random_state
 
@@ -333,6 +343,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         self.instruction_vector_ = instruction_vector(
             encoder, self.instruction, int(self.instruction_level), self.label_texts_)
         self.device_ = check_torch_device(self.device)
+        self.precision_ = resolve_precision(self.precision, self.device_)
         if previous is not None:
             self._continue_training(previous, data, y)
             return self
@@ -427,8 +438,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
 
     def _similarities(self, X):
         check_is_fitted(self, "module_")
-        data = self._template_data(X, fit=False)
-        return predict_in_batches(self.module_.similarities, data, self.batch_size, self.device_)
+        return predict_in_batches(self.module_.similarities, self._template_blocks(X),
+                                  self.batch_size, self.device_, getattr(self, "precision_", "float32"))
 
     def predict_proba(self, X):
         """Softmax of ``logit_scale`` times the cosine similarities.

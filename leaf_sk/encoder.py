@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from ._base import (SHARED_CONSTRAINTS, Interval, LeafInputMixin, StrOptions, _fit_context,
                     build_model, check_torch_device,
                     predict_in_batches, torch_seed, warn_if_qformer_untrained)
+from ._precision import resolve_precision
 from .instructions import instruction_vector
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
 
@@ -73,9 +74,15 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         Sentence encoder name or path (default all-MiniLM-L6-v2, offline when the ``offline``
         extra is installed), or ``"hashing"`` / ``"hashing-<dim>"`` for a tiny deterministic stand-in.
     batch_size : int
-        Trials per forward pass.
+        Trials per forward pass. ``transform`` reads, preprocesses and embeds the trials a
+        block at a time, so its memory does not grow with their number (numpy memmaps are
+        read block by block). 1 gives the lowest latency for a single trial.
     device : str
         ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda[:i]"``.
+    precision : {"auto", "float32", "bfloat16"}
+        Numeric precision of the network at inference. ``"auto"`` is bfloat16 on a GPU and on a
+        CPU with native bf16 matrix products (AVX-512 BF16 or AMX), float32 elsewhere; asking
+        for bfloat16 where it is emulated warns (it is much slower there).
     random_state : int, RandomState instance or None
         Seeds random weights when ``checkpoint`` is None.
 
@@ -92,6 +99,8 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
     n_features_out_ : int
         Length of each output vector.
     instruction_vector_ : ndarray of shape (d_text,) or None
+    precision_ : {"float32", "bfloat16"}
+        The precision in use.
 
     Examples
     --------
@@ -112,8 +121,9 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, checkpoint="leaf-small-bci", *, size="small", ch_names=None, sfreq=None,
-                 units=None, alignment="auto", instruction=None, instruction_level=1, label_texts=None,
-                 pooling="auto", text_encoder=DEFAULT_TEXT_ENCODER, batch_size=64, device="auto", random_state=None):
+                 units=None, alignment="auto", instruction=None, instruction_level=1,
+                 label_texts=None, pooling="auto", text_encoder=DEFAULT_TEXT_ENCODER, batch_size=64,
+                 device="auto", precision="auto", random_state=None):
         self.checkpoint = checkpoint
         self.size = size
         self.ch_names = ch_names
@@ -127,6 +137,7 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         self.text_encoder = text_encoder
         self.batch_size = batch_size
         self.device = device
+        self.precision = precision
         self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -147,7 +158,8 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         -------
         self
         """
-        self._fit(X, groups)
+        for _ in self._fit(X, groups):  # every block is read and checked; nothing is kept
+            pass
         return self
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -167,11 +179,10 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         -------
         ndarray of shape (n_trials, n_features_out_), float32
         """
-        data = self._fit(X, groups)
-        return predict_in_batches(self._embed, data, self.batch_size, self.device_)
+        return self._predict(self._fit(X, groups))
 
     def _fit(self, X, groups=None):
-        """Fitted state from ``X``; returns ``X`` on the template for a following transform."""
+        """Fitted state from ``X``; returns the blocks of ``X`` on the template for a transform."""
         if self.instruction is not None and self.pooling not in ("auto", "mean"):
             raise ValueError(
                 f"pooling={self.pooling!r} pools the Tower tokens, but with instruction="
@@ -180,8 +191,10 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
                 "instruction=None to use pooled tokens.")
         self.pooling_ = ("logvar" if self.pooling == "auto" and self.instruction is None
                          else "mean" if self.pooling == "auto" else self.pooling)
-        data = self._template_data(X, fit=True, groups=groups)
+        data = (self._template_blocks(X, fit=True) if groups is None
+                else self._template_data(X, fit=True, groups=groups))
         self.device_ = check_torch_device(self.device)
+        self.precision_ = resolve_precision(self.precision, self.device_)
         if self.instruction is not None:
             encoder = get_text_encoder(self.text_encoder)
             d_text = encoder.dim
@@ -228,8 +241,11 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         ndarray of shape (n_trials, n_features_out_), float32
         """
         check_is_fitted(self, "model_")
-        data = self._template_data(X, fit=False)
-        return predict_in_batches(self._embed, data, self.batch_size, self.device_)
+        return self._predict(self._template_blocks(X))
+
+    def _predict(self, data):
+        return predict_in_batches(self._embed, data, self.batch_size, self.device_,
+                                  getattr(self, "precision_", "float32"))
 
     def get_feature_names_out(self, input_features=None):
         """``leafencoder0``, ``leafencoder1``, ..."""

@@ -218,6 +218,9 @@ def test_guard_reads_the_packaged_checkpoint_provenance():
                                          r"subjects 1-3, 5-14 \(its provenance\), which include "
                                          r"the test subject\(s\) 14"):
         lb.check_checkpoint("leaf-small", lb.get_dataset("PhysionetMI"), [14, 15])
+    found, notes = lb.checkpoint_training_data("leaf-small-bci")
+    assert found == {"PhysionetMI": {1, 2, 3, *range(5, 15)}, "Kalunga2016": set(range(1, 9))}
+    assert lb.check_checkpoint("leaf-small-bci", lb.get_dataset("PhysionetMI"), [15, 42]) == []
 
 
 def _checkpoint(path, provenance):
@@ -371,7 +374,7 @@ def test_summary_paired_test_against_the_best_baseline():
     (["Kalunga2016", "--subjects", "9-x"], r"--subjects: Cannot read subjects '9-x'"),
     (["Kalunga2016", "--subjects", "8-9"], r"Subject\(s\) \[8\] are both test and training"),
     (["Kalunga2016", "--subjects", "5", "--train-subjects", "1-2"],
-     r"Checkpoint 'leaf-small' was trained on Kalunga2016 subjects 1-8"),
+     r"Checkpoint 'leaf-small-bci' was trained on Kalunga2016 subjects 1-8"),
     (["Kalunga2016", "--fine-tune-epochs", "0"], r"--fine-tune-epochs 0: give 1 or more"),
     (["BNCI2014_001"], r"Pass the test subjects of BNCI2014_001"),
     (["Kalunga2016", "--checkpoint", "missing.safetensors"], r"Checkpoint 'missing.safetensors'"

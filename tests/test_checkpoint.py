@@ -479,7 +479,7 @@ def test_pretrain_folder_loads_its_tower(tmp_path, make_trials):
     _same_tower(pretrainer, loaded)
     X, _ = make_trials(n_trials=3)
     encoder = LeafEncoder(checkpoint=str(run), ch_names=list(BCI_IV_2A), sfreq=SFREQ,
-                          device="cpu")
+                          pooling="mean", device="cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # channel interpolation
         features = encoder.fit_transform(X)

@@ -7,6 +7,11 @@ from torch import nn
 from torch.nn import functional as F
 
 
+# Windows whose unfolded rows go through one matrix product at inference: 16 windows of 4-s
+# base trials make a (1600, 2600) float32 block (17 MB), whatever the batch size.
+_WINDOWS_PER_PRODUCT = 16
+
+
 class Tokenizer(nn.Module):
     """Temporal conv, spatial conv across all electrodes, BatchNorm, GELU, max-pool, dropout.
 
@@ -14,6 +19,12 @@ class Tokenizer(nn.Module):
     convolution with kernel ``(n_channels, temporal_kernel)`` computed from the two stored
     weights at every call: the parameters and their gradients are exactly those of the
     unfused pair (``enc_conv.0`` and ``enc_conv.1``, the release's checkpoint names).
+
+    In eval mode the eval-mode BatchNorm is folded in as well, giving one filter bank
+    (:meth:`folded_bank`), and every window of the batch goes through it as a matrix product
+    of unfolded windows. Without gradients the bank is computed once and kept until a weight
+    or BatchNorm statistic changes (in place or replaced); it is not part of the state dict
+    and is not pickled.
 
     Parameters
     ----------
@@ -41,6 +52,49 @@ class Tokenizer(nn.Module):
         weight = torch.einsum("oic,ik->ock", w2, w1)
         bias = spatial.bias + torch.einsum("oic,i->o", w2, temporal.bias)
         return weight, bias
+
+    def _fold_sources(self):
+        conv0, conv1, norm = self.enc_conv[0], self.enc_conv[1], self.enc_conv[2]
+        return (conv0.weight, conv0.bias, conv1.weight, conv1.bias, norm.weight, norm.bias,
+                norm.running_mean, norm.running_var)
+
+    def _fold(self):
+        weight, bias = self.fused_kernel()
+        norm = self.enc_conv[2]
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        bias = (bias - norm.running_mean) * scale + norm.bias
+        # Row k * n_channels + c holds tap k of channel c: the order of an unfolded window.
+        bank = (weight * scale[:, None, None]).permute(2, 1, 0).reshape(-1, len(scale))
+        return bank.contiguous(), bias
+
+    def folded_bank(self):
+        """Both convolutions and eval-mode BatchNorm as one filter bank.
+
+        Returns
+        -------
+        bank : Tensor, shape (temporal_kernel * n_channels, n_filters)
+            Row ``k * n_channels + c`` holds tap ``k`` of channel ``c``.
+        bias : Tensor, shape (n_filters,)
+        """
+        sources = self._fold_sources()
+        if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
+            return self._fold()
+        stamp = tuple((t.data_ptr(), t._version, t.device, t.dtype) for t in sources)
+        cache = self.__dict__.get("_fold_cache")
+        if cache is None or cache[0] != stamp:
+            # Plain tensors (not inference tensors), so that the bank can enter autograd
+            # graphs of the input (e.g. saliency) after an inference-mode call.
+            with torch.inference_mode(False), torch.no_grad():
+                bank, bias = self._fold()
+            # The sources are held so that no new tensor can take their addresses.
+            cache = (stamp, tuple(t.detach() for t in sources), bank, bias)
+            self.__dict__["_fold_cache"] = cache
+        return cache[2], cache[3]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state.pop("_fold_cache", None)
+        return state
 
     def _windows(self, x):
         cfg = self.config
@@ -83,6 +137,43 @@ class Tokenizer(nn.Module):
         """
         return torch.log(self.filter_outputs(x).var(dim=-1) + eps)
 
+    def unfused(self, x):
+        """The release's computation: the two convolutions, BatchNorm, GELU and pooling as layers.
+
+        Slower; kept as the reference of the fused paths.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_channels, n_windows * window_samples)
+
+        Returns
+        -------
+        Tensor, shape (batch, n_windows, token_dim)
+        """
+        windows, batch, n_windows = self._windows(x)
+        return self.enc_conv(windows.unsqueeze(1)).reshape(batch, n_windows, self.config.token_dim)
+
+    def _folded_forward(self, x):
+        """Eval-mode tokens through the folded bank, one matrix product per block of windows."""
+        cfg = self.config
+        bank, bias = self.folded_bank()
+        windows, batch, n_windows = self._windows(x)
+        n_rows, n_channels, width = windows.shape
+        kernel, left = cfg.temporal_kernel, cfg.temporal_kernel // 2
+        n_out = cfg.samples_per_filter * cfg.pool_size   # outputs the pooling keeps
+        # Time-major, zero-padded windows: the taps of output t, for all channels, are the
+        # contiguous run [t * C, (t + kernel) * C) of a window's memory.
+        padded = windows.new_zeros(n_rows, n_out + kernel - 1, n_channels)
+        kept = min(width, padded.shape[1] - left)
+        padded[:, left:left + kept] = windows.transpose(1, 2)[:, :kept]
+        size, stride = (n_rows, n_out, kernel * n_channels), (padded.stride(0), n_channels, 1)
+        unfolded = padded.as_strided(size, stride)
+        h = torch.cat([torch.matmul(unfolded[start:start + _WINDOWS_PER_PRODUCT], bank)
+                       for start in range(0, n_rows, _WINDOWS_PER_PRODUCT)])
+        h = F.gelu(h + bias)                                                  # (B*N, n_out, F)
+        h = h.reshape(n_rows, cfg.samples_per_filter, cfg.pool_size, -1).amax(dim=2)
+        return h.transpose(1, 2).reshape(batch, n_windows, cfg.token_dim)
+
     def forward(self, x):
         """Tokenize EEG.
 
@@ -96,6 +187,8 @@ class Tokenizer(nn.Module):
         tokens : Tensor, shape (batch, n_windows, token_dim)
             Feature-major flattening (index ``filter * samples_per_filter + t``).
         """
+        if not self.training:
+            return self._folded_forward(x)
         cfg = self.config
         windows, batch, n_windows = self._windows(x)
         weight, bias = self.fused_kernel()
