@@ -35,6 +35,17 @@ SHARED_CONSTRAINTS = {
     "alignment": [StrOptions(set(ALIGNMENT_OPTIONS)), None],
 }
 
+# Constraints of the training parameters the classifier and the tuner share.
+TRAINING_CONSTRAINTS = {
+    "text_encoder": [str],
+    "lr": [Interval(Real, 0, None, closed="neither")],
+    "lr_tokenizer": [Interval(Real, 0, None, closed="neither")],
+    "weight_decay": [Interval(Real, 0, None, closed="left")],
+    "warmup_epochs": [Interval(Real, 0, None, closed="left")],
+    "batch_size": [Interval(Integral, 1, None, closed="left")],
+    "logit_scale": [Interval(Real, 0, None, closed="neither")],
+}
+
 # Trials read and preprocessed at a time by transform and predict: about this many bytes of
 # float64 per block, so that memory does not grow with the number of trials.
 _BLOCK_BYTES = 8 * 2**20

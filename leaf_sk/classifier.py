@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import warnings
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy as np
 import torch
@@ -13,7 +13,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import _net
-from ._base import (SHARED_CONSTRAINTS, Interval, LeafInputMixin, StrOptions, _fit_context,
+from ._base import (SHARED_CONSTRAINTS, TRAINING_CONSTRAINTS, Interval, LeafInputMixin, StrOptions, _fit_context,
                     build_model, check_torch_device,
                     predict_in_batches, torch_seed, warn_if_qformer_untrained)
 from ._precision import resolve_precision
@@ -212,16 +212,10 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
 
     _parameter_constraints = {
         **SHARED_CONSTRAINTS,
+        **TRAINING_CONSTRAINTS,
         "label_texts": [dict, list, tuple, np.ndarray, None],
-        "text_encoder": [str],
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "lr_tokenizer": [Interval(Real, 0, None, closed="neither")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "warmup_epochs": [Interval(Real, 0, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
         "freeze": [StrOptions({"none", "encoder", "tokenizer"})],
-        "logit_scale": [Interval(Real, 0, None, closed="neither")],
         "balance_classes": ["boolean"],
         "warm_start": ["boolean"],
         "callbacks": [list, None],

@@ -15,13 +15,14 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
 from ._atomic import atomic_path
-from ._base import Interval, StrOptions, _fit_context, build_model, check_torch_device, torch_seed
+from ._base import (TRAINING_CONSTRAINTS, Interval, StrOptions, _fit_context, build_model,
+                    check_torch_device, torch_seed)
 from ._input import make_channel_map, read_trials, to_template
 from .alignment import ALIGNMENTS, euclidean_alignment
 from .checkpoint import save_checkpoint
 from .instructions import instruction_families, label_prototypes, sample_training_instructions
 from .montage import TEMPLATE_CH_NAMES, _mirror_name
-from .nn import LeafModel
+from .nn import SIZES, LeafModel
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
 
 RESUME_FILE = "tune-resume.pt"
@@ -126,18 +127,12 @@ class LeafInstructionTuner(BaseEstimator):
     """
 
     _parameter_constraints = {
+        **TRAINING_CONSTRAINTS,
         "checkpoint": [str, os.PathLike, None],
-        "size": [StrOptions({"small", "base", "tiny"})],
+        "size": [StrOptions(set(SIZES))],
         "power_memory": ["boolean"],
         "alignment": [StrOptions(set(ALIGNMENTS)), None],
-        "text_encoder": [str],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
-        "lr": [Interval(Real, 0, None, closed="neither")],
-        "lr_tokenizer": [Interval(Real, 0, None, closed="neither")],
-        "weight_decay": [Interval(Real, 0, None, closed="left")],
-        "warmup_epochs": [Interval(Real, 0, None, closed="left")],
-        "batch_size": [Interval(Integral, 1, None, closed="left")],
-        "logit_scale": [Interval(Real, 0, None, closed="neither")],
         "softmax_over": [StrOptions({"task", "all"})],
         "p_default": [Interval(Real, 0, 1, closed="both")],
         "p_level2": [Interval(Real, 0, 1, closed="both")],
