@@ -256,10 +256,11 @@ def plot_embedding_geometry(embeddings, text_encoder):
             points = project(Z[y == c])
             ax.scatter(points[:, 0], points[:, 1], s=6, alpha=0.35, color=colour)
             mean = project(Z[y == c].mean(axis=0, keepdims=True))[0]
-            ax.scatter(*mean, s=80, marker="o", edgecolor="black", color=colour, label=f"{text} (trials)")
+            ax.scatter(*mean, s=80, marker="o", edgecolor="black", color=colour,
+                       label=f"{text} (mean of trials)")
         for text, p, colour in zip(texts, project(prototypes), plt.cm.tab10.colors):
             ax.scatter(*p, s=120, marker="*", edgecolor="black", color=colour, label=f"{text} (text)")
-        ax.set_title(f"{name}, level {level}: trials, class means, label texts")
+        ax.set_title(f"{name}, level {level}", fontsize=10)
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
         ax.legend(fontsize=6)
