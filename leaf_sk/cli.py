@@ -150,6 +150,9 @@ def _build_parser():
                       help="starting weights; 'none' for random weights of --size")
     tune.add_argument("--size", default="small", choices=["tiny", "small", "base"],
                       help="network size with --checkpoint none")
+    tune.add_argument("--config", default=None, metavar="JSON",
+                      help='network config overrides for --checkpoint none, e.g. '
+                           '\'{"temporal_kernel": 100}\'')
     tune.add_argument("--no-power-memory", action="store_true",
                       help="no band-power tokens for the Q-Former (the release's network)")
     tune.add_argument("--no-alignment", action="store_true",
@@ -449,6 +452,19 @@ def _run_benchmark(args, out):
     return 0
 
 
+def _json_option(text, option):
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _UsageError(f"{option} {text!r} is not JSON ({exc}); e.g. "
+                          f"{option} '{{\"temporal_kernel\": 100}}'") from None
+    if not isinstance(value, dict):
+        raise _UsageError(f"{option} {text!r} must be a JSON object of config keys")
+    return value
+
+
 def _tune(args):
     import numpy as np
 
@@ -498,7 +514,8 @@ def _tune(args):
     out = Path(args.out)
     tuner = LeafInstructionTuner(
         checkpoint=None if str(args.checkpoint).lower() == "none" else args.checkpoint,
-        size=args.size, power_memory=not args.no_power_memory,
+        size=args.size, config=_json_option(args.config, "--config"),
+        power_memory=not args.no_power_memory,
         alignment=None if args.no_alignment else "euclidean", max_epochs=args.max_epochs,
         lr=args.lr, lr_tokenizer=args.lr_tokenizer, batch_size=args.batch_size,
         softmax_over=args.softmax_over,

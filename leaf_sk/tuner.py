@@ -87,6 +87,9 @@ class LeafInstructionTuner(BaseEstimator):
         learned faster than the STR-pretrained ``"leaf-small"`` (benchmarks/RESULTS.md).
     size : {"small", "base", "tiny"}
         Network size when ``checkpoint`` is None.
+    config : dict or None
+        Overrides of :class:`~leaf_sk.nn.LeafConfig` for random weights (e.g.
+        ``{"temporal_kernel": 100}``); ignored with a ``checkpoint``.
     power_memory : bool
         Give the Q-Former band-power tokens (:class:`~leaf_sk.nn.LeafConfig`'s ``power_memory``,
         leaf-sk's option, not the paper's); a starting checkpoint without them gets them freshly
@@ -130,6 +133,7 @@ class LeafInstructionTuner(BaseEstimator):
         **TRAINING_CONSTRAINTS,
         "checkpoint": [str, os.PathLike, None],
         "size": [StrOptions(set(SIZES))],
+        "config": [dict, None],
         "power_memory": ["boolean"],
         "alignment": [StrOptions(set(ALIGNMENTS)), None],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
@@ -143,13 +147,14 @@ class LeafInstructionTuner(BaseEstimator):
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
     }
 
-    def __init__(self, checkpoint=None, *, size="small", power_memory=True,
+    def __init__(self, checkpoint=None, *, size="small", config=None, power_memory=True,
                  alignment="euclidean", text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=8, lr=2e-4,
                  lr_tokenizer=1e-3, weight_decay=1e-3, warmup_epochs=1.0, batch_size=32,
                  logit_scale=10.0, softmax_over="task", p_default=0.1, p_level2=0.9, crop_windows=1,
                  checkpoint_dir=None, device="auto", verbose=1, random_state=0):
         self.checkpoint = checkpoint
         self.size = size
+        self.config = config
         self.power_memory = power_memory
         self.alignment = alignment
         self.text_encoder = text_encoder
@@ -226,7 +231,7 @@ class LeafInstructionTuner(BaseEstimator):
     # --- model and training -----------------------------------------------------------------
 
     def _build(self, encoder, seed):
-        model, info = build_model(self.checkpoint, self.size, encoder.dim, seed)
+        model, info = build_model(self.checkpoint, self.size, encoder.dim, seed, config=self.config)
         if self.power_memory and not model.config.power_memory:
             with torch.random.fork_rng():
                 torch.manual_seed(seed)
