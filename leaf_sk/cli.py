@@ -476,6 +476,7 @@ def _tune(args):
         raise _UsageError("give at least one --moabb NAME:SUBJECTS")
     if args.max_epochs < 1:
         raise _UsageError(f"--max-epochs {args.max_epochs}: give 1 or more")
+    config = _json_option(args.config, "--config")
     if args.threads:
         import torch
 
@@ -514,7 +515,7 @@ def _tune(args):
     out = Path(args.out)
     tuner = LeafInstructionTuner(
         checkpoint=None if str(args.checkpoint).lower() == "none" else args.checkpoint,
-        size=args.size, config=_json_option(args.config, "--config"),
+        size=args.size, config=config,
         power_memory=not args.no_power_memory,
         alignment=None if args.no_alignment else "euclidean", max_epochs=args.max_epochs,
         lr=args.lr, lr_tokenizer=args.lr_tokenizer, batch_size=args.batch_size,

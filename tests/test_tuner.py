@@ -105,3 +105,15 @@ def test_tasks_without_a_common_channel_are_refused():
 def test_fit_needs_a_list_of_tasks():
     with pytest.raises(TypeError, match="list of TuningTask"):
         _tuner().fit(_tasks()[0])
+
+
+def test_config_overrides_shape_random_weights():
+    tuner = _tuner(max_epochs=1, config={"temporal_kernel": 20}).fit(_tasks())
+    assert tuner.model_.config.temporal_kernel == 20 and tuner.model_.config.power_memory
+
+
+def test_cli_tune_refuses_a_config_that_is_not_json(capsys):
+    from leaf_sk.cli import main
+
+    assert main(["tune", "--moabb", "Kalunga2016:1", "--out", "unused", "--config", "{kernel"]) == 2
+    assert "--config '{kernel' is not JSON" in capsys.readouterr().err
