@@ -35,7 +35,7 @@ def kalunga_subject_9():
 
 def test_folded_path_equals_the_release_layers_on_real_eeg(kalunga_subject_9):
     epochs, _ = kalunga_subject_9
-    encoder = LeafEncoder(device="cpu", precision="float32").fit(epochs)
+    encoder = LeafEncoder(pooling="mean", device="cpu", precision="float32").fit(epochs)
     fused = encoder.transform(epochs)
     tower = encoder.model_.tower
     with torch.inference_mode():
