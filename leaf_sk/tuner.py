@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
+from tqdm.auto import tqdm
 from sklearn.utils.validation import check_is_fitted
 
 from ._atomic import atomic_path
@@ -117,7 +118,7 @@ class LeafInstructionTuner(BaseEstimator):
         folder continues from it.
     device : str
     verbose : int
-        1 prints one line per epoch.
+        1 shows a progress bar of each epoch's steps and prints one line per epoch.
     random_state : int or None
 
     Attributes
@@ -311,7 +312,9 @@ class LeafInstructionTuner(BaseEstimator):
             model.train()
             plans = {t["name"]: [] for t in prepared}
             losses = {t["name"]: [] for t in prepared}
-            for step in range(steps_per_epoch):
+            steps = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{self.max_epochs}",
+                         unit="step", leave=False, disable=not self.verbose, dynamic_ncols=True)
+            for step in steps:
                 factor = self._lr_factor((epoch - 1) * steps_per_epoch + step, steps_per_epoch)
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * factor
@@ -356,8 +359,8 @@ class LeafInstructionTuner(BaseEstimator):
                                                                      device)
             self.history_.append(record)
             if self.verbose:
-                print(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in record.items()), flush=True)
+                tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                    for k, v in record.items()))
             if resume is not None:
                 resume.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(resume) as tmp:
