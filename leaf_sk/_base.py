@@ -18,7 +18,7 @@ from .alignment import ALIGNMENT_OPTIONS, euclidean_alignment, resolve_alignment
 from ._input import (_listed, as_numeric_array, check_same_channels, is_epochs_sequence,
                      make_channel_map, read_trials, to_template)
 from ._precision import PRECISIONS, autocast
-from .checkpoint import load_checkpoint
+from .checkpoint import is_release_checkpoint, load_checkpoint
 from ._rng import seeded
 from .nn import SIZES, LeafConfig, LeafModel
 
@@ -33,6 +33,7 @@ SHARED_CONSTRAINTS = {
     "instruction_level": [Interval(Integral, 0, 2, closed="both")],
     "precision": [StrOptions(set(PRECISIONS))],
     "alignment": [StrOptions(set(ALIGNMENT_OPTIONS)), None],
+    "release_compat": [StrOptions({"auto"}), "boolean"],
 }
 
 # Constraints of the training parameters the classifier and the tuner share.
@@ -104,9 +105,16 @@ class LeafInputMixin:
         if not fit:
             check_is_fitted(self, "channel_map_")
         else:
-            self.alignment_ = resolve_alignment(self.alignment, self.checkpoint)
+            self._resolve_input_options()
         X, n_flat_features = self._unflatten(X)
         return self._template_part(X, n_flat_features, fit=fit, groups=groups)
+
+    def _resolve_input_options(self):
+        """``alignment_`` and ``release_compat_``: the ``"auto"`` parameters as used."""
+        self.alignment_ = resolve_alignment(self.alignment, self.checkpoint)
+        compat = getattr(self, "release_compat", False)
+        self.release_compat_ = (is_release_checkpoint(self.checkpoint) if compat == "auto"
+                                else bool(compat))
 
     def _template_blocks(self, X, *, fit=False):
         """As :meth:`_template_data`, read and preprocessed a block of trials at a time.
@@ -128,7 +136,7 @@ class LeafInputMixin:
         if not fit:
             check_is_fitted(self, "channel_map_")
         else:
-            self.alignment_ = resolve_alignment(self.alignment, self.checkpoint)
+            self._resolve_input_options()
         X, n_flat_features = self._unflatten(X)
         if (not (isinstance(X, np.ndarray) and X.ndim == 3 and X.size)
                 or self.alignment_ == "euclidean"):
@@ -152,7 +160,8 @@ class LeafInputMixin:
                              first_trial=first_trial)
         n_features = n_flat_features or len(trials.ch_names)
         if fit:
-            self.channel_map_ = make_channel_map(trials.ch_names)
+            self.channel_map_ = make_channel_map(trials.ch_names,
+                                                 release_compat=self.release_compat_)
             self.ch_names_ = list(trials.ch_names)
             self.sfreq_ = float(trials.sfreq)
             self.n_features_in_ = n_features
@@ -215,7 +224,7 @@ class LeafInputMixin:
         return X.reshape(len(X), n_channels, -1), X.shape[1]
 
 
-def build_model(checkpoint, size, d_text, seed, config=None):
+def build_model(checkpoint, size, d_text, seed, config=None, release_compat=False):
     """The LEAF model of an estimator: from a checkpoint, or freshly initialised.
 
     Parameters
@@ -231,6 +240,9 @@ def build_model(checkpoint, size, d_text, seed, config=None):
         Seeds the random initialisation (the caller's global RNG state is left untouched).
     config : dict or None
         Overrides of :class:`~leaf_sk.nn.LeafConfig` for random weights.
+    release_compat : bool
+        Index the Q-Former's positions as the release does at direct inference
+        (``iqf_positions="contiguous"``).
 
     Returns
     -------
@@ -247,6 +259,8 @@ def build_model(checkpoint, size, d_text, seed, config=None):
             f"checkpoint {checkpoint!r} has a Q-Former for {model.config.d_text}-d text embeddings, "
             f"but the text encoder gives {d_text}-d ones; use the text encoder it was trained with "
             f"({info.get('text_encoder', {}).get('name')!r}) or a Tower-only checkpoint.")
+    if release_compat:
+        model.qformer.config = model.config.replace(iqf_positions="contiguous")
     return model, info
 
 

@@ -266,6 +266,24 @@ def read_metadata(path):
     return json.loads(meta[_METADATA_KEY])
 
 
+def is_release_checkpoint(checkpoint):
+    """Whether ``checkpoint`` is a file of the authors' release (not a leaf-sk file).
+
+    A packaged name, a leaf-sk ``.safetensors`` file or a ``leaf-sk pretrain`` folder is not;
+    None (random weights) is not.
+    """
+    if checkpoint is None:
+        return False
+    path = resolve_checkpoint(checkpoint)
+    if path.name == RESUME_FILE:
+        return False
+    try:
+        read_metadata(path)
+    except ValueError:
+        return True
+    return False
+
+
 def load_checkpoint(checkpoint, *, config=None, d_text=None):
     """Load a leaf-sk checkpoint or a LEAF release file into a :class:`LeafModel`.
 

@@ -123,6 +123,11 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         depends on the trials that come with it. ``"auto"`` (default) does what the checkpoint
         was trained with: ``"euclidean"`` for ``"leaf-small-bci"``, None for ``"leaf-small"``,
         release files and random weights.
+    release_compat : {"auto"} or bool
+        Behave as the authors' release: channels CB1/CB2 mapped as the release maps them (to O2
+        and O1), and the Q-Former's positions indexed ``0..2N-1`` as at the release's direct
+        inference (leaf-sk's own indexing puts the causal tokens at ``20 + i``, which equals it
+        for 10-s trials). ``"auto"`` (default) is True for a release file and False otherwise.
     instruction : str or None
         The task in words, e.g. ``"motor imagery: left or right hand"``.
     instruction_level : {0, 1, 2}
@@ -226,7 +231,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     }
 
     def __init__(self, checkpoint="leaf-small-bci", *, size="small", ch_names=None, sfreq=None,
-                 units=None, alignment="auto", instruction=None, instruction_level=2, label_texts=None,
+                 units=None, alignment="auto", release_compat="auto", instruction=None,
+                 instruction_level=2, label_texts=None,
                  text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=20, lr=2e-4, lr_tokenizer=1e-3,
                  weight_decay=1e-3, warmup_epochs=1.0, batch_size=32, freeze="none",
                  logit_scale=10.0, balance_classes=True, warm_start=False, callbacks=None,
@@ -237,6 +243,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         self.sfreq = sfreq
         self.units = units
         self.alignment = alignment
+        self.release_compat = release_compat
         self.instruction = instruction
         self.instruction_level = instruction_level
         self.label_texts = label_texts
@@ -342,7 +349,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
             self._continue_training(previous, data, y)
             return self
         seed = torch_seed(self.random_state)
-        model, info = build_model(self.checkpoint, self.size, encoder.dim, seed)
+        model, info = build_model(self.checkpoint, self.size, encoder.dim, seed,
+                                  release_compat=self.release_compat_)
         if not self.max_epochs:
             warn_if_qformer_untrained(info, self.checkpoint, "Zero-shot decoding (max_epochs=0)")
         module = AlignmentModule(model, torch.from_numpy(self.prototypes_),

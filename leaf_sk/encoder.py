@@ -53,6 +53,11 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         depends on the trials that come with it. ``"auto"`` (default) does what the checkpoint
         was trained with: ``"euclidean"`` for ``"leaf-small-bci"``, None for ``"leaf-small"``,
         release files and random weights.
+    release_compat : {"auto"} or bool
+        Behave as the authors' release: channels CB1/CB2 mapped as the release maps them (to O2
+        and O1), and the Q-Former's positions indexed ``0..2N-1`` as at the release's direct
+        inference (leaf-sk's own indexing puts the causal tokens at ``20 + i``, which equals it
+        for 10-s trials). ``"auto"`` (default) is True for a release file and False otherwise.
     instruction : str or None
         Task in words (e.g. ``"motor imagery: left or right hand"``). When given, features are
         the Q-Former output conditioned on it, shape ``(n, d_text)``; otherwise pooled tokens.
@@ -121,15 +126,17 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, checkpoint="leaf-small-bci", *, size="small", ch_names=None, sfreq=None,
-                 units=None, alignment="auto", instruction=None, instruction_level=1,
-                 label_texts=None, pooling="auto", text_encoder=DEFAULT_TEXT_ENCODER, batch_size=64,
-                 device="auto", precision="auto", random_state=None):
+                 units=None, alignment="auto", release_compat="auto", instruction=None,
+                 instruction_level=1, label_texts=None, pooling="auto",
+                 text_encoder=DEFAULT_TEXT_ENCODER, batch_size=64, device="auto", precision="auto",
+                 random_state=None):
         self.checkpoint = checkpoint
         self.size = size
         self.ch_names = ch_names
         self.sfreq = sfreq
         self.units = units
         self.alignment = alignment
+        self.release_compat = release_compat
         self.instruction = instruction
         self.instruction_level = instruction_level
         self.label_texts = label_texts
@@ -206,7 +213,8 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         else:
             d_text = None
             self.instruction_vector_ = None
-        model, info = build_model(self.checkpoint, self.size, d_text, torch_seed(self.random_state))
+        model, info = build_model(self.checkpoint, self.size, d_text, torch_seed(self.random_state),
+                                  release_compat=self.release_compat_)
         if self.instruction is not None:
             warn_if_qformer_untrained(info, self.checkpoint, "LeafEncoder(instruction=...)")
         self.model_ = model.to(self.device_).eval()

@@ -581,3 +581,30 @@ def test_pretrain_cli_out_folder_end_to_end(tmp_path):
     x, _ = _inputs(from_folder.config)
     with torch.no_grad():
         torch.testing.assert_close(from_resume.tower(x), from_folder.tower(x), rtol=0, atol=0)
+
+
+def test_release_file_behaves_as_the_release_in_the_estimators(tmp_path, make_trials):
+    from leaf_sk import LeafEncoder
+    from leaf_sk.checkpoint import is_release_checkpoint
+    from leaf_sk.montage import TEMPLATE_CH_NAMES
+
+    path = tmp_path / "leaf-release.ckpt"
+    torch.save(_release_state(_random_model(TINY_INFERABLE), "full"), path)
+    assert is_release_checkpoint(str(path))
+    assert not is_release_checkpoint("leaf-small-bci") and not is_release_checkpoint(None)
+    names = ["C3", "Cz", "C4", "CB1", "CB2", "Pz", "O1", "O2"]
+    X = make_trials(n_trials=3, ch_names=names)[0]
+    o1, o2 = TEMPLATE_CH_NAMES.index("O1"), TEMPLATE_CH_NAMES.index("O2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # interpolation
+        release = LeafEncoder(str(path), ch_names=names, sfreq=SFREQ, pooling="mean",
+                              device="cpu").fit(X)
+        ours = LeafEncoder(str(path), ch_names=names, sfreq=SFREQ, pooling="mean",
+                           release_compat=False, device="cpu").fit(X)
+    assert release.release_compat_ and not ours.release_compat_
+    assert release.model_.qformer.config.iqf_positions == "contiguous"
+    assert ours.model_.qformer.config.iqf_positions == "branch"
+    # CB1 feeds O2 in the release's mapping (with O2 itself), O1 in ours
+    cb1 = names.index("CB1")
+    assert release.channel_map_.matrix[o2, cb1] > 0 and release.channel_map_.matrix[o1, cb1] == 0
+    assert ours.channel_map_.matrix[o1, cb1] > 0 and ours.channel_map_.matrix[o2, cb1] == 0
