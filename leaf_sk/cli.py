@@ -466,9 +466,10 @@ def _json_option(text, option):
 
 
 def _tune(args):
+    import mne
     import numpy as np
 
-    from .benchmark import choose_paradigm, get_dataset, label_text
+    from .benchmark import _check_on_disk, choose_paradigm, get_dataset, label_text
     from .datasets import parse_subjects
     from .tuner import MODEL_FILE, LeafInstructionTuner, TuningTask
 
@@ -494,9 +495,8 @@ def _tune(args):
             raise _UsageError(f"--moabb {spec!r}: {exc}") from None
         dataset = get_dataset(name)
         paradigm, family = choose_paradigm(dataset)
-        import mne
-
         with mne.utils.use_log_level("error"):
+            _check_on_disk(dataset, subjects)  # an absent subject: one message naming it
             epochs, labels, metadata = paradigm.get_data(dataset, subjects, return_epochs=True)
         labels = np.asarray(labels).astype(str)
         texts = {str(event): label_text(str(event), family) for event in np.unique(labels)}
