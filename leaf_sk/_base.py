@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import warnings
 from numbers import Integral, Real
@@ -14,7 +13,7 @@ from sklearn.base import _fit_context  # noqa: F401
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .alignment import ALIGNMENT_OPTIONS, euclidean_alignment, resolve_alignment
+from .alignment import ALIGNMENT_OPTIONS, align_trials, resolve_alignment
 from ._input import (_listed, as_numeric_array, check_same_channels, is_epochs_sequence,
                      make_channel_map, read_trials, to_template)
 from ._precision import PRECISIONS, autocast
@@ -88,8 +87,9 @@ def torch_seed(random_state):
 class LeafInputMixin:
     """The one input path of every estimator: EEG in any accepted form to template tensors.
 
-    Expects the estimator parameters ``checkpoint``, ``ch_names``, ``sfreq``, ``units`` and
-    ``alignment``; ``fit`` sets ``alignment_``, the alignment in use.
+    Expects the estimator parameters ``checkpoint``, ``ch_names``, ``sfreq``, ``units``,
+    ``alignment`` and ``release_compat``; ``fit`` sets ``alignment_`` and ``release_compat_``,
+    their values in use.
     ``fit`` computes the channel matrix (mapping plus spherical-spline interpolation) once;
     ``transform``, ``predict`` and friends reuse it and refuse another channel set.
     """
@@ -112,9 +112,8 @@ class LeafInputMixin:
     def _resolve_input_options(self):
         """``alignment_`` and ``release_compat_``: the ``"auto"`` parameters as used."""
         self.alignment_ = resolve_alignment(self.alignment, self.checkpoint)
-        compat = getattr(self, "release_compat", False)
-        self.release_compat_ = (is_release_checkpoint(self.checkpoint) if compat == "auto"
-                                else bool(compat))
+        self.release_compat_ = (is_release_checkpoint(self.checkpoint)
+                                if self.release_compat == "auto" else bool(self.release_compat))
 
     def _template_blocks(self, X, *, fit=False):
         """As :meth:`_template_data`, read and preprocessed a block of trials at a time.
@@ -169,7 +168,7 @@ class LeafInputMixin:
             check_same_channels(self.ch_names_, trials.ch_names)
             self._check_n_features(n_features, flat=n_flat_features is not None)
         if self.alignment_ == "euclidean":
-            trials = dataclasses.replace(trials, data=euclidean_alignment(trials.data, groups))
+            trials = align_trials(trials, groups)
         elif groups is not None:
             raise ValueError(
                 f"groups are only used with Euclidean alignment (alignment={self.alignment!r}, "

@@ -37,6 +37,13 @@ def resolve_alignment(alignment, checkpoint):
     return checkpoint_alignment(checkpoint) if alignment == "auto" else alignment
 
 
+def align_trials(trials, groups=None):
+    """:class:`~leaf_sk._input.EEGTrials` with each group's data re-centred (see below)."""
+    import dataclasses
+
+    return dataclasses.replace(trials, data=euclidean_alignment(trials.data, groups))
+
+
 def check_groups(groups, n_trials):
     """``groups`` as a 1-D array of ``n_trials`` labels, or None."""
     if groups is None:

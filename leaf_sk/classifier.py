@@ -13,9 +13,9 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from . import _net
-from ._base import (SHARED_CONSTRAINTS, TRAINING_CONSTRAINTS, Interval, LeafInputMixin, StrOptions, _fit_context,
-                    build_model, check_torch_device,
-                    predict_in_batches, torch_seed, warn_if_qformer_untrained)
+from ._base import (SHARED_CONSTRAINTS, TRAINING_CONSTRAINTS, Interval, LeafInputMixin, StrOptions,
+                    _fit_context, build_model, check_torch_device, predict_in_batches, torch_seed,
+                    warn_if_qformer_untrained)
 from ._precision import resolve_precision
 from .instructions import default_label_text, instruction_vector, label_prototypes
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder

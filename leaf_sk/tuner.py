@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from numbers import Integral, Real
@@ -12,16 +11,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator
-from tqdm.auto import tqdm
 from sklearn.utils.validation import check_is_fitted
+from tqdm.auto import tqdm
 
+from . import _net
 from ._atomic import atomic_path
 from ._base import (TRAINING_CONSTRAINTS, Interval, StrOptions, _fit_context, build_model,
                     check_torch_device, torch_seed)
 from ._input import make_channel_map, read_trials, to_template
-from .alignment import ALIGNMENTS, euclidean_alignment
+from .alignment import ALIGNMENTS, align_trials
 from .checkpoint import save_checkpoint
 from .instructions import instruction_families, label_prototypes, sample_training_instructions
+from ._rng import seeded
 from .montage import TEMPLATE_CH_NAMES, _mirror_name
 from .nn import SIZES, LeafModel
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
@@ -207,8 +208,7 @@ class LeafInstructionTuner(BaseEstimator):
             if len(trials.data) != len(y):
                 raise ValueError(f"{name}: X has {len(trials.data)} trials but y has {len(y)} labels.")
             if self.alignment == "euclidean":
-                groups = None if task.groups is None else np.asarray(task.groups)
-                trials = dataclasses.replace(trials, data=euclidean_alignment(trials.data, groups))
+                trials = align_trials(trials, task.groups)
             channel_map = make_channel_map(trials.ch_names)
             used_sites.append((name, set(TEMPLATE_CH_NAMES) - set(channel_map.interpolated)))
             data = to_template(trials, channel_map)
@@ -234,21 +234,12 @@ class LeafInstructionTuner(BaseEstimator):
     def _build(self, encoder, seed):
         model, info = build_model(self.checkpoint, self.size, encoder.dim, seed, config=self.config)
         if self.power_memory and not model.config.power_memory:
-            with torch.random.fork_rng():
-                torch.manual_seed(seed)
+            with seeded(seed):
                 bigger = LeafModel(model.config.replace(power_memory=True))
             missing, unexpected = bigger.load_state_dict(model.state_dict(), strict=False)
             assert not unexpected and all(key.startswith("qformer.power_embed") for key in missing)
             model = bigger
         return model, info
-
-    def _lr_factor(self, step, steps_per_epoch):
-        total = self.max_epochs * steps_per_epoch
-        warmup = self.warmup_epochs * steps_per_epoch
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1.0, total - warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, tasks, y=None):
@@ -283,8 +274,7 @@ class LeafInstructionTuner(BaseEstimator):
         resume = Path(self.checkpoint_dir) / RESUME_FILE if self.checkpoint_dir else None
         # Dropout draws from torch's global generator: seeded here, restored on exit, saved and
         # reloaded with the resume file, so that a resumed run repeats the uninterrupted one.
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
+        with seeded(seed):
             self._train(model, prepared, encoder, prototypes, optimizer, base_lrs, steps_per_epoch,
                         rng, resume, device)
         self.model_ = model.eval()
@@ -307,6 +297,7 @@ class LeafInstructionTuner(BaseEstimator):
             rng.bit_generator.state = state["rng"]
             torch.set_rng_state(state["torch_rng"])
             self.history_, first_epoch = state["history"], state["epoch"] + 1
+        schedule = _net.WarmupCosineLR(self.warmup_epochs, final_ratio=0.1)
         for epoch in range(first_epoch, self.max_epochs + 1):
             start = time.time()
             model.train()
@@ -315,7 +306,8 @@ class LeafInstructionTuner(BaseEstimator):
             steps = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{self.max_epochs}",
                          unit="step", leave=False, disable=not self.verbose, dynamic_ncols=True)
             for step in steps:
-                factor = self._lr_factor((epoch - 1) * steps_per_epoch + step, steps_per_epoch)
+                factor = schedule.factor((epoch - 1) * steps_per_epoch + step,
+                                         self.max_epochs * steps_per_epoch, steps_per_epoch)
                 for group, base in zip(optimizer.param_groups, base_lrs):
                     group["lr"] = base * factor
                 parts = []

@@ -133,6 +133,21 @@ def block_network(monkeypatch):
     monkeypatch.setattr(socket, "getaddrinfo", blocked)
 
 
+def offline_without_data(monkeypatch, tmp_path):
+    """An empty MNE data folder, no network: every dataset subject is absent. Returns the folder."""
+    import os
+
+    data = tmp_path / "mne_data"
+    data.mkdir()
+    monkeypatch.setenv("MNE_DATA", str(data))
+    monkeypatch.setenv("_MNE_FAKE_HOME_DIR", str(tmp_path / "home"))
+    monkeypatch.setenv("MOABB_DOWNLOAD_PROVIDER", "upstream")
+    for key in [k for k in os.environ if k.startswith("MNE_DATASETS_")]:
+        monkeypatch.delenv(key)
+    block_network(monkeypatch)
+    return data
+
+
 # The recordings laid out for MOABB beside the repository (../shared/data/mne_data).
 SHARED_MNE_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mne_data"
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import block_network, use_shared_data
+from conftest import offline_without_data, use_shared_data
 
 from leaf_sk import benchmark as lb
 from leaf_sk.cli import main
@@ -420,14 +420,7 @@ def test_cli_help_explains_every_option_with_its_default(capsys):
 
 
 def test_cli_subject_absent_offline_one_message(tmp_path, monkeypatch, capsys):
-    data = tmp_path / "mne_data"
-    data.mkdir()
-    monkeypatch.setenv("MNE_DATA", str(data))
-    monkeypatch.setenv("_MNE_FAKE_HOME_DIR", str(tmp_path / "home"))
-    monkeypatch.setenv("MOABB_DOWNLOAD_PROVIDER", "upstream")
-    for key in [k for k in os.environ if k.startswith("MNE_DATASETS_")]:
-        monkeypatch.delenv(key)
-    block_network(monkeypatch)
+    data = offline_without_data(monkeypatch, tmp_path)
     status = main(["benchmark", "Kalunga2016", "--subjects", "12", "--evaluation", "within",
                    "--pipelines", "MDM", "--out", str(tmp_path / "out"), "--quiet"])
     assert status == 2
@@ -446,13 +439,7 @@ def test_demo_without_data_or_network_says_what_to_set(tmp_path, monkeypatch, ca
     spec = importlib.util.spec_from_file_location("demo", REPO / "examples" / "demo.py")
     demo = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(demo)
-    (tmp_path / "mne_data").mkdir()
-    monkeypatch.setenv("MNE_DATA", str(tmp_path / "mne_data"))
-    monkeypatch.setenv("_MNE_FAKE_HOME_DIR", str(tmp_path / "home"))
-    monkeypatch.setenv("MOABB_DOWNLOAD_PROVIDER", "upstream")
-    for key in [k for k in os.environ if k.startswith("MNE_DATASETS_")]:
-        monkeypatch.delenv(key)
-    block_network(monkeypatch)
+    offline_without_data(monkeypatch, tmp_path)
     assert demo.main(out=tmp_path / "demo") == 0
     captured = capsys.readouterr()
     assert "MOABB downloads it there (about 70 MB)" in captured.out

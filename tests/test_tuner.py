@@ -120,20 +120,11 @@ def test_cli_tune_refuses_a_config_that_is_not_json(capsys):
 
 
 def test_cli_tune_names_a_subject_that_is_not_on_disk(capsys, monkeypatch, tmp_path):
-    import os
-
-    from conftest import block_network
+    from conftest import offline_without_data
 
     from leaf_sk.cli import main
 
-    data = tmp_path / "mne_data"
-    data.mkdir()
-    monkeypatch.setenv("MNE_DATA", str(data))
-    monkeypatch.setenv("_MNE_FAKE_HOME_DIR", str(tmp_path / "home"))
-    monkeypatch.setenv("MOABB_DOWNLOAD_PROVIDER", "upstream")
-    for key in [k for k in os.environ if k.startswith("MNE_DATASETS_")]:
-        monkeypatch.delenv(key)
-    block_network(monkeypatch)
+    offline_without_data(monkeypatch, tmp_path)
     assert main(["tune", "--moabb", "Kalunga2016:12", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "Kalunga2016 subject 12 is not on this machine" in err and "Traceback" not in err
