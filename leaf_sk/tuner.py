@@ -96,6 +96,10 @@ class LeafInstructionTuner(BaseEstimator):
         Give the Q-Former band-power tokens (:class:`~leaf_sk.nn.LeafConfig`'s ``power_memory``,
         leaf-sk's option, not the paper's); a starting checkpoint without them gets them freshly
         initialised.
+    spectral_memory : bool
+        Give the Q-Former per-window log power spectra of every channel
+        (:class:`~leaf_sk.nn.LeafConfig`'s ``spectral_memory``, leaf-sk's option); added freshly
+        initialised to a starting checkpoint without them.
     alignment : {"euclidean"} or None
         Re-centre each task's trials per group (``TuningTask.groups``) before the network.
     text_encoder : str
@@ -137,6 +141,7 @@ class LeafInstructionTuner(BaseEstimator):
         "size": [StrOptions(set(SIZES))],
         "config": [dict, None],
         "power_memory": ["boolean"],
+        "spectral_memory": ["boolean"],
         "alignment": [StrOptions(set(ALIGNMENTS)), None],
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "softmax_over": [StrOptions({"task", "all"})],
@@ -150,7 +155,7 @@ class LeafInstructionTuner(BaseEstimator):
     }
 
     def __init__(self, checkpoint=None, *, size="small", config=None, power_memory=True,
-                 alignment="euclidean", text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=8, lr=2e-4,
+                 spectral_memory=False, alignment="euclidean", text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=8, lr=2e-4,
                  lr_tokenizer=1e-3, weight_decay=1e-3, warmup_epochs=1.0, batch_size=32,
                  logit_scale=10.0, softmax_over="task", p_default=0.1, p_level2=0.9, crop_windows=1,
                  checkpoint_dir=None, device="auto", verbose=1, random_state=0):
@@ -158,6 +163,7 @@ class LeafInstructionTuner(BaseEstimator):
         self.size = size
         self.config = config
         self.power_memory = power_memory
+        self.spectral_memory = spectral_memory
         self.alignment = alignment
         self.text_encoder = text_encoder
         self.max_epochs = max_epochs
@@ -233,11 +239,15 @@ class LeafInstructionTuner(BaseEstimator):
 
     def _build(self, encoder, seed):
         model, info = build_model(self.checkpoint, self.size, encoder.dim, seed, config=self.config)
-        if self.power_memory and not model.config.power_memory:
+        added = {name: True for name in ("power_memory", "spectral_memory")
+                 if getattr(self, name) and not getattr(model.config, name)}
+        if added:
             with seeded(seed):
-                bigger = LeafModel(model.config.replace(power_memory=True))
+                bigger = LeafModel(model.config.replace(**added))
             missing, unexpected = bigger.load_state_dict(model.state_dict(), strict=False)
-            assert not unexpected and all(key.startswith("qformer.power_embed") for key in missing)
+            assert not unexpected and all(key.startswith(("qformer.power_embed", "spectral.",
+                                                          "qformer.spectral_embed"))
+                                          for key in missing)
             model = bigger
         return model, info
 

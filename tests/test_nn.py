@@ -194,3 +194,41 @@ def test_log_power_is_the_log_variance_of_the_fused_filters(tiny):
         tok.enc_conv[0].bias.zero_(), tok.enc_conv[1].bias.zero_()
         diff = tok.log_power(3 * x) - tok.log_power(x)
     torch.testing.assert_close(diff, torch.full_like(diff, float(np.log(9.0))), rtol=1e-3, atol=1e-3)
+
+
+def test_window_log_spectrum_peaks_at_the_stimulus_bin():
+    from leaf_sk.nn.spectral import spectral_bins, window_log_spectrum
+
+    t = torch.arange(400) / 200.0
+    x = torch.zeros(2, 3, 400)
+    x[0, 1] = torch.sin(2 * np.pi * 14.0 * t)        # 14 Hz: bin 7 of a 0.5-s window
+    x[1, 2] = torch.sin(2 * np.pi * 30.0 * t + 0.3)  # 30 Hz: bin 15
+    spectrum = window_log_spectrum(x, 100)
+    bins = list(spectral_bins(100))
+    assert bins == list(range(2, 23))  # 4 to 44 Hz in 2-Hz steps
+    assert spectrum.shape == (2, 4, 3 * len(bins))
+    per_channel = spectrum.reshape(2, 4, 3, len(bins))
+    assert (per_channel[0, :, 1].argmax(-1) == bins.index(7)).all()
+    assert (per_channel[1, :, 2].argmax(-1) == bins.index(15)).all()
+    assert per_channel[0, :, 0].max() < per_channel[0, :, 1].max() - 10  # silent channel
+
+
+def test_spectral_memory_is_an_option_off_for_release_layouts(tiny):
+    plain = LeafModel(tiny)
+    assert not any("spectral_embed" in k for k in plain.state_dict())
+    config = tiny.replace(spectral_memory=True)
+    model = LeafModel(config).eval()
+    assert LeafConfig.from_dict(config.to_dict()).spectral_memory
+    x, instruction = torch.randn(3, 65, 300), torch.randn(12)
+    out = model(x, instruction)
+    assert out.shape == (3, 12)
+    # The spectral tokens reach the output.
+    assert torch.allclose(out[1:2], model(x[1:2], instruction), atol=1e-5)
+    assert model.spectral(x).shape == (3, 3, config.spectral_dim)
+    with torch.no_grad():
+        model.spectral.spatial.weight.add_(torch.randn_like(model.spectral.spatial.weight))
+    assert not torch.allclose(out, model(x, instruction))
+    with pytest.raises(ValueError, match="spectral_memory"):
+        model.qformer(model.tower(x), instruction)
+    with pytest.raises(ValueError, match="spectral_memory must be True or False"):
+        LeafConfig.from_size("tiny", spectral_memory="yes")

@@ -112,6 +112,19 @@ def test_config_overrides_shape_random_weights():
     assert tuner.model_.config.temporal_kernel == 20 and tuner.model_.config.power_memory
 
 
+def test_spectral_memory_is_trained_saved_and_loaded(tmp_path):
+    tuner = _tuner(max_epochs=1, spectral_memory=True).fit(_tasks())
+    assert tuner.model_.config.spectral_memory
+    path = tuner.save(tmp_path / "tuned.safetensors")
+    X, y = _tasks()[0].X, _tasks()[0].y
+    clf = LeafInstructionClassifier(path, max_epochs=0, instruction="motor imagery",
+                                    ch_names=_tasks()[0].ch_names, sfreq=_tasks()[0].sfreq,
+                                    text_encoder="hashing").fit(X, y)
+    assert clf.module_.model.config.spectral_memory
+    weights = clf.module_.model.spectral.spatial.weight
+    assert torch.equal(weights, tuner.model_.spectral.spatial.weight)
+
+
 def test_cli_tune_refuses_a_config_that_is_not_json(capsys):
     from leaf_sk.cli import main
 

@@ -59,6 +59,15 @@ class LeafConfig:
         tokenizer filter's output (layer-normalised over the filters, then projected to
         ``d_model``). It gives the instruction path the mu/beta and SSVEP power that STR's
         reconstruction leaves out of the Tower's tokens.
+    spectral_memory : bool
+        leaf-sk's option, not the paper's (False for release files): the Q-Former also
+        cross-attends to one spectral token per 0.5-s window: ``spectral_filters`` learned
+        spatial filters of the template's channels, the log power spectrum of each at 2-Hz
+        resolution from 4 to 44 Hz (:class:`~leaf_sk.nn.spectral.SpectralMemory`),
+        layer-normalised and projected to ``d_model``. Unlike ``power_memory`` it resolves
+        neighbouring SSVEP frequencies, which a 200-ms temporal filter cannot.
+    spectral_filters : int
+        Spatial filters of the spectral memory.
     """
 
     n_channels: int = 65
@@ -83,11 +92,14 @@ class LeafConfig:
     d_text: int = 768
     iqf_positions: str = "branch"
     power_memory: bool = False
+    spectral_memory: bool = False
+    spectral_filters: int = 16
 
     def __post_init__(self):
         for name in ("n_channels", "window_samples", "max_windows", "n_filters", "temporal_kernel",
                      "pool_size", "d_model", "n_layers", "n_heads", "d_ff", "recon_hidden",
-                     "n_queries", "iqf_layers", "iqf_heads", "iqf_d_ff", "d_text"):
+                     "n_queries", "iqf_layers", "iqf_heads", "iqf_d_ff", "d_text",
+                     "spectral_filters"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"LeafConfig.{name} must be a positive integer, got {value!r}.")
@@ -98,8 +110,10 @@ class LeafConfig:
         if self.iqf_positions not in ("branch", "contiguous"):
             raise ValueError(
                 f"LeafConfig.iqf_positions must be 'branch' or 'contiguous', got {self.iqf_positions!r}.")
-        if not isinstance(self.power_memory, bool):
-            raise ValueError(f"LeafConfig.power_memory must be True or False, got {self.power_memory!r}.")
+        for name in ("power_memory", "spectral_memory"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"LeafConfig.{name} must be True or False, got "
+                                 f"{getattr(self, name)!r}.")
         for name in ("dropout", "tokenizer_dropout", "mask_prob", "iqf_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"LeafConfig.{name} must lie in [0, 1), got {getattr(self, name)!r}.")
@@ -116,6 +130,13 @@ class LeafConfig:
         """Samples per filter after pooling one window (10 in the release)."""
         conv_len = self.window_samples + 2 * (self.temporal_kernel // 2) - self.temporal_kernel + 1
         return conv_len // self.pool_size
+
+    @property
+    def spectral_dim(self):
+        """Length of one spectral token before its projection (16 filters x 21 bins = 336)."""
+        from .spectral import spectral_bins
+
+        return self.spectral_filters * len(spectral_bins(self.window_samples))
 
     @property
     def token_dim(self):

@@ -7,6 +7,7 @@ from torch import nn
 
 from .losses import draw_token_mask, remove_band, str_losses
 from .qformer import QFormer
+from .spectral import SpectralMemory
 from .tower import Tower
 
 
@@ -79,6 +80,8 @@ class LeafModel(nn.Module):
         self.config = config
         self.tower = Tower(config)
         self.qformer = QFormer(config)
+        if config.spectral_memory:
+            self.spectral = SpectralMemory(config)
 
     def forward(self, x, instruction):
         """Embed EEG.
@@ -92,5 +95,7 @@ class LeafModel(nn.Module):
         -------
         Tensor, shape (batch, d_text), unit rows.
         """
-        power = self.tower.tokenizer.log_power(x) if self.config.power_memory else None
-        return self.qformer(self.tower(x), instruction, power)
+        cfg = self.config
+        power = self.tower.tokenizer.log_power(x) if cfg.power_memory else None
+        spectrum = self.spectral(x) if cfg.spectral_memory else None
+        return self.qformer(self.tower(x), instruction, power, spectrum)

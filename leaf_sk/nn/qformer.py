@@ -49,6 +49,9 @@ class QFormer(nn.Module):
             nn.Flatten(1), nn.Dropout(config.iqf_dropout), nn.Linear(config.n_queries * d, config.d_text))
         if config.power_memory:
             self.power_embed = nn.Sequential(nn.LayerNorm(config.n_filters), nn.Linear(config.n_filters, d))
+        if config.spectral_memory:
+            self.spectral_embed = nn.Sequential(nn.LayerNorm(config.spectral_dim),
+                                                nn.Linear(config.spectral_dim, d))
 
     def positions(self, n_windows, device=None):
         """Position indices of ``[S_1..S_N, T_1..T_N]``, shape (2 * n_windows,)."""
@@ -56,7 +59,7 @@ class QFormer(nn.Module):
         offset = n_windows if self.config.iqf_positions == "contiguous" else self.config.max_windows
         return torch.cat([idx, idx + offset])
 
-    def forward(self, tokens, instruction, power=None):
+    def forward(self, tokens, instruction, power=None, spectrum=None):
         """Embed Tower tokens conditioned on an instruction.
 
         Parameters
@@ -67,6 +70,9 @@ class QFormer(nn.Module):
         power : Tensor, shape (batch, n_windows, n_filters), optional
             Log band power per window and tokenizer filter; required when
             ``config.power_memory``, refused otherwise.
+        spectrum : Tensor, shape (batch, n_windows, spectral_dim), optional
+            Log power spectra per window (:func:`~leaf_sk.nn.spectral.window_log_spectrum`);
+            required when ``config.spectral_memory``, refused otherwise.
 
         Returns
         -------
@@ -84,9 +90,16 @@ class QFormer(nn.Module):
         if (power is not None) != self.config.power_memory:
             raise ValueError("QFormer: pass `power` exactly when config.power_memory is True "
                              f"(power_memory={self.config.power_memory}).")
+        if (spectrum is not None) != self.config.spectral_memory:
+            raise ValueError("QFormer: pass `spectrum` exactly when config.spectral_memory is "
+                             f"True (spectral_memory={self.config.spectral_memory}).")
+        extra = []
         if power is not None:
-            power_tokens = self.power_embed(power.to(tokens.dtype))
-            tokens = torch.cat([tokens, (1 + gamma) * power_tokens + beta], dim=1)
+            extra.append(self.power_embed(power.to(tokens.dtype)))
+        if spectrum is not None:
+            extra.append(self.spectral_embed(spectrum.to(tokens.dtype)))
+        if extra:
+            tokens = torch.cat([tokens, *((1 + gamma) * part + beta for part in extra)], dim=1)
         queries = self.base_queries.unsqueeze(0).expand(batch, -1, -1)
         for layer in self.layers:
             queries = layer(queries, tokens)

@@ -1,0 +1,82 @@
+"""Per-window log power spectra of learned spatial filters (leaf-sk's spectral memory)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+SPECTRAL_BAND_HZ = (4.0, 44.0)
+TEMPLATE_SFREQ = 200.0
+
+
+def spectral_bins(window_samples, sfreq=TEMPLATE_SFREQ, band=SPECTRAL_BAND_HZ):
+    """Real-FFT bins of one window whose frequency lies in ``band``.
+
+    At 200 Hz with 0.5-s windows these are 4, 6, ..., 44 Hz (2-Hz resolution): the mu and beta
+    rhythms, and SSVEP stimuli with their second harmonics up to 22 Hz.
+    """
+    step = sfreq / window_samples
+    return range(math.ceil(band[0] / step - 1e-9), math.floor(band[1] / step + 1e-9) + 1)
+
+
+def window_log_spectrum(x, window_samples, eps=1e-6):
+    """Log power of each row at each kept frequency bin, per non-overlapping window.
+
+    Each window is tapered by a Hann window before its real FFT.
+
+    Parameters
+    ----------
+    x : Tensor, shape (batch, n_rows, n_windows * window_samples)
+        Signals at 200 Hz, scaled (unitless).
+    window_samples : int
+        Samples per window (100 = 0.5 s at 200 Hz).
+    eps : float
+        Added to the power before the log.
+
+    Returns
+    -------
+    Tensor, shape (batch, n_windows, n_rows * n_bins)
+        Row-major: index ``row * n_bins + bin``, bins as in :func:`spectral_bins`.
+    """
+    batch, n_rows, n_times = x.shape
+    n_windows = n_times // window_samples
+    windows = x[..., : n_windows * window_samples].reshape(batch, n_rows, n_windows,
+                                                            window_samples)
+    taper = torch.hann_window(window_samples, periodic=False, dtype=torch.float32,
+                              device=x.device)
+    spectrum = torch.fft.rfft(windows.float() * taper, dim=-1)
+    bins = spectral_bins(window_samples)
+    power = spectrum[..., bins.start:bins.stop].abs().square()
+    log_power = torch.log(power / window_samples + eps).to(x.dtype)
+    return log_power.transpose(1, 2).reshape(batch, n_windows, n_rows * len(bins))
+
+
+class SpectralMemory(nn.Module):
+    """Learned spatial filters of the template's channels, then their log power spectra.
+
+    Parameters
+    ----------
+    config : LeafConfig
+        Uses ``n_channels``, ``spectral_filters`` and ``window_samples``.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.spatial = nn.Linear(config.n_channels, config.spectral_filters, bias=False)
+
+    def forward(self, x):
+        """Spectral tokens before their projection.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_channels, n_windows * window_samples)
+
+        Returns
+        -------
+        Tensor, shape (batch, n_windows, spectral_dim)
+        """
+        filtered = torch.einsum("kc,bct->bkt", self.spatial.weight, x)
+        return window_log_spectrum(filtered, self.config.window_samples)
