@@ -167,6 +167,8 @@ def _build_parser():
                            "learning at all: off by default)")
     tune.add_argument("--softmax-over", default="task", choices=["task", "all"],
                       help="cross-entropy over each task's own label texts, or over all of them")
+    tune.add_argument("--distributed", action="store_true",
+                      help="train under Accelerate; launch with torchrun or accelerate launch")
     tune.add_argument("--max-epochs", type=int, default=8, metavar="N", help="epochs in total")
     tune.add_argument("--batch-size", type=int, default=32, metavar="N",
                       help="trials per dataset per step")
@@ -513,7 +515,7 @@ def _tune(args):
                           "subjects": [int(s) for s in subjects],
                           "paradigm": type(paradigm).__name__, "trials": int(len(labels)),
                           "label_texts": texts})
-        if not args.quiet:
+        if not args.quiet and _is_main_process():
             print(f"{type(dataset).__name__}: subjects {text}, {len(labels)} trials, "
                   f"classes {texts}", flush=True)
     out = Path(args.out)
@@ -523,9 +525,11 @@ def _tune(args):
         power_memory=not args.no_power_memory, spectral_memory=args.spectral_memory,
         alignment=None if args.no_alignment else "euclidean", max_epochs=args.max_epochs,
         lr=args.lr, lr_tokenizer=args.lr_tokenizer, batch_size=args.batch_size,
-        softmax_over=args.softmax_over,
-        checkpoint_dir=str(out), verbose=0 if args.quiet else 1, random_state=args.seed)
+        softmax_over=args.softmax_over, checkpoint_dir=str(out), distributed=args.distributed,
+        verbose=0 if args.quiet or not _is_main_process() else 1, random_state=args.seed)
     tuner.fit(tasks)
+    if not _is_main_process():
+        return 0
     tuner.save(out / MODEL_FILE, provenance={"data": {"datasets": described}})
     from ._atomic import write_text_atomic
 

@@ -121,6 +121,11 @@ class LeafInstructionTuner(BaseEstimator):
     checkpoint_dir : str or None
         Folder for ``tune-resume.pt``, written after every epoch; a later ``fit`` with the same
         folder continues from it.
+    distributed : bool
+        Train under Hugging Face Accelerate (launch with ``torchrun`` or ``accelerate launch``;
+        needs the ``distributed`` extra): each process draws its own batches, gradients are
+        averaged, an epoch's steps are shared among the processes, and only the first process
+        writes the resume file.
     device : str
     verbose : int
         1 shows a progress bar of each epoch's steps and prints one line per epoch.
@@ -149,6 +154,7 @@ class LeafInstructionTuner(BaseEstimator):
         "p_level2": [Interval(Real, 0, 1, closed="both")],
         "crop_windows": [Interval(Integral, 0, None, closed="left")],
         "checkpoint_dir": [str, None],
+        "distributed": ["boolean"],
         "device": [str],
         "verbose": [Interval(Integral, 0, None, closed="left")],
         "random_state": [Interval(Integral, 0, None, closed="left"), None],
@@ -158,7 +164,8 @@ class LeafInstructionTuner(BaseEstimator):
                  spectral_memory=False, alignment="euclidean", text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=8, lr=2e-4,
                  lr_tokenizer=1e-3, weight_decay=1e-3, warmup_epochs=1.0, batch_size=32,
                  logit_scale=10.0, softmax_over="task", p_default=0.1, p_level2=0.9, crop_windows=1,
-                 checkpoint_dir=None, device="auto", verbose=1, random_state=0):
+                 checkpoint_dir=None, distributed=False, device="auto", verbose=1,
+                 random_state=0):
         self.checkpoint = checkpoint
         self.size = size
         self.config = config
@@ -178,6 +185,7 @@ class LeafInstructionTuner(BaseEstimator):
         self.p_level2 = p_level2
         self.crop_windows = crop_windows
         self.checkpoint_dir = checkpoint_dir
+        self.distributed = distributed
         self.device = device
         self.verbose = verbose
         self.random_state = random_state
@@ -267,6 +275,9 @@ class LeafInstructionTuner(BaseEstimator):
         """
         prepared = self._prepare(tasks)
         device = check_torch_device(self.device)
+        accelerator = self._accelerator(device)
+        rank, world = ((accelerator.process_index, accelerator.num_processes)
+                       if accelerator is not None else (0, 1))
         encoder = get_text_encoder(self.text_encoder)
         seed = torch_seed(self.random_state)
         model, self.start_info_ = self._build(encoder, seed)
@@ -279,33 +290,61 @@ class LeafInstructionTuner(BaseEstimator):
              {"params": [p for p in model.parameters() if id(p) not in ids], "lr": self.lr}],
             weight_decay=self.weight_decay)
         base_lrs = [group["lr"] for group in optimizer.param_groups]
-        steps_per_epoch = max(1, max(len(t["targets"]) for t in prepared) // self.batch_size)
-        rng = np.random.default_rng(seed)
+        if accelerator is not None:
+            model, optimizer = accelerator.prepare(model, optimizer)
+        largest = max(len(t["targets"]) for t in prepared)
+        steps_per_epoch = max(1, largest // (self.batch_size * world))
+        # The first process draws what a single-process run draws; the others their own.
+        rng = np.random.default_rng(seed if rank == 0 else [seed, rank])
         resume = Path(self.checkpoint_dir) / RESUME_FILE if self.checkpoint_dir else None
         # Dropout draws from torch's global generator: seeded here, restored on exit, saved and
         # reloaded with the resume file, so that a resumed run repeats the uninterrupted one.
-        with seeded(seed):
+        with seeded(seed + rank):
             self._train(model, prepared, encoder, prototypes, optimizer, base_lrs, steps_per_epoch,
-                        rng, resume, device)
+                        rng, resume, device, accelerator)
+        if accelerator is not None:
+            model = accelerator.unwrap_model(model)
         self.model_ = model.eval()
         self.tasks_ = [{"name": t["name"], "family": t["family"], "label_texts": t["texts"],
                         "n_trials": int(len(t["targets"]))} for t in prepared]
         return self
 
+    def _accelerator(self, device):
+        """An Accelerate ``Accelerator`` when ``distributed``, else None."""
+        if not self.distributed:
+            return None
+        try:
+            from accelerate import Accelerator, DistributedDataParallelKwargs
+        except ImportError as exc:
+            raise ImportError("distributed=True needs Hugging Face Accelerate: "
+                              "pip install 'leaf-sk[distributed]'.") from exc
+        # The Tower's reconstruction heads take no part in tuning: DDP must be told. Several
+        # CPU processes (gloo) need ``cpu=True``; without it torchrun on a machine without
+        # GPU starts independent single-process runs.
+        return Accelerator(cpu=device == "cpu", kwargs_handlers=[
+            DistributedDataParallelKwargs(find_unused_parameters=True)])
+
     def _train(self, model, prepared, encoder, prototypes, optimizer, base_lrs, steps_per_epoch,
-               rng, resume, device):
+               rng, resume, device, accelerator=None):
         """The epochs of :meth:`fit`, from the resume file's when there is one."""
         self.history_, first_epoch = [], 1
+        rank, world = ((accelerator.process_index, accelerator.num_processes)
+                       if accelerator is not None else (0, 1))
+        network = accelerator.unwrap_model(model) if accelerator is not None else model
         if resume is not None and resume.exists():
             state = torch.load(resume, map_location=device, weights_only=False)
             if state["label_space"] != self.label_space_ or state["params"] != self._resume_params():
                 raise ValueError(
                     f"{resume} is a tuning run with other tasks or settings; use another "
                     "checkpoint_dir, or delete the file to start over.")
-            model.load_state_dict(state["model"])
+            if len(state["random_states"]) != world:
+                raise ValueError(
+                    f"{resume} was written by a run of {len(state['random_states'])} "
+                    f"process(es); resume it with as many, or use another checkpoint_dir.")
+            network.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
-            rng.bit_generator.state = state["rng"]
-            torch.set_rng_state(state["torch_rng"])
+            rng.bit_generator.state, torch_rng = state["random_states"][rank]
+            torch.set_rng_state(torch_rng)
             self.history_, first_epoch = state["history"], state["epoch"] + 1
         schedule = _net.WarmupCosineLR(self.warmup_epochs, final_ratio=0.1)
         for epoch in range(first_epoch, self.max_epochs + 1):
@@ -314,7 +353,8 @@ class LeafInstructionTuner(BaseEstimator):
             plans = {t["name"]: [] for t in prepared}
             losses = {t["name"]: [] for t in prepared}
             steps = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{self.max_epochs}",
-                         unit="step", leave=False, disable=not self.verbose, dynamic_ncols=True)
+                         unit="step", leave=False, disable=not self.verbose or rank != 0,
+                         dynamic_ncols=True)
             for step in steps:
                 factor = schedule.factor((epoch - 1) * steps_per_epoch + step,
                                          self.max_epochs * steps_per_epoch, steps_per_epoch)
@@ -352,29 +392,47 @@ class LeafInstructionTuner(BaseEstimator):
                     losses[task["name"]].append(part.item())
                     loss = loss + part
                 optimizer.zero_grad()
-                loss.backward()
+                if accelerator is not None:
+                    accelerator.backward(loss)
+                else:
+                    loss.backward()
                 optimizer.step()
+            if world > 1:
+                _average_buffers(network, world)
             record = {"epoch": epoch, "seconds": round(time.time() - start, 1)}
+            mean_losses = torch.tensor([np.mean(losses[t["name"]]) for t in prepared],
+                                       dtype=torch.float64)
+            if world > 1:  # the history holds the mean over every process's batches
+                torch.distributed.all_reduce(mean_losses, op=torch.distributed.ReduceOp.SUM)
+                mean_losses /= world
+            for task, mean_loss in zip(prepared, mean_losses.tolist()):
+                record[f"{task['name']}_loss"] = mean_loss
             for task in prepared:
-                record[f"{task['name']}_loss"] = float(np.mean(losses[task["name"]]))
-                record[f"{task['name']}_train_acc"] = self._accuracy(model, task, encoder, prototypes,
-                                                                     device)
+                record[f"{task['name']}_train_acc"] = self._accuracy(network, task, encoder,
+                                                                     prototypes, device)
             self.history_.append(record)
-            if self.verbose:
+            if self.verbose and rank == 0:
                 tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                     for k, v in record.items()))
-            if resume is not None:
+            random_states = [(rng.bit_generator.state, torch.get_rng_state())]
+            if world > 1:
+                random_states = [None] * world
+                torch.distributed.all_gather_object(
+                    random_states, (rng.bit_generator.state, torch.get_rng_state()))
+            if resume is not None and rank == 0:
                 resume.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_path(resume) as tmp:
-                    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                    torch.save({"model": network.state_dict(), "optimizer": optimizer.state_dict(),
+                                "random_states": random_states,
                                 "history": self.history_, "epoch": epoch,
                                 "label_space": self.label_space_, "params": self._resume_params()},
                                tmp)
+            if accelerator is not None:
+                accelerator.wait_for_everyone()
 
     def _resume_params(self):
         return {k: v for k, v in self.get_params().items()
-                if k not in ("checkpoint_dir", "device", "verbose", "max_epochs")}
+                if k not in ("checkpoint_dir", "device", "verbose", "max_epochs", "distributed")}
 
     def _augment(self, task, index, rng):
         x, target = task["data"][index], task["targets"][index]
@@ -426,6 +484,18 @@ class LeafInstructionTuner(BaseEstimator):
                   **(provenance or {})}
         return save_checkpoint(path, self.model_, text_encoder=self.text_encoder,
                                provenance=record, history=self.history_)
+
+
+def _average_buffers(model, world):
+    """Average BatchNorm's running statistics over the processes.
+
+    DDP hands every forward pass the first process's buffers, but each process's last step
+    of an epoch updated its own; averaging makes every process evaluate and save one model.
+    """
+    for buffer in model.buffers():
+        if buffer.is_floating_point():
+            torch.distributed.all_reduce(buffer, op=torch.distributed.ReduceOp.SUM)
+            buffer.div_(world)
 
 
 def _check_common_channels(used_sites):

@@ -27,7 +27,7 @@ N_PROCESSES = 2
 STEPS_PER_EPOCH = 3
 
 
-def launch(out, *args, timeout=240):
+def launch(out, *args, timeout=240, script=SCRIPT.name):
     """Run the helper script under torchrun with two processes; returns (process, seconds).
 
     ``--standalone`` picks a free port for the rendezvous. The launcher and its workers run
@@ -36,7 +36,7 @@ def launch(out, *args, timeout=240):
     out.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-               str(N_PROCESSES), str(SCRIPT), str(out), *args]
+               str(N_PROCESSES), str(SCRIPT.with_name(script)), str(out), *args]
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, start_new_session=True)
