@@ -155,10 +155,9 @@ def _build_parser():
                            '\'{"temporal_kernel": 100}\'')
     tune.add_argument("--no-power-memory", action="store_true",
                       help="no band-power tokens for the Q-Former (the release's network)")
-    tune.add_argument("--spectral-memory", action="store_true",
-                      help="also give the Q-Former per-window log spectra of learned spatial "
-                           "filters (LeafConfig.spectral_memory; on Kalunga2016's inner split it "
-                           "did not generalise better: off by default)")
+    tune.add_argument("--no-spectral-memory", action="store_true",
+                      help="no spectral tokens (per-window log spectra of learned spatial "
+                           "filters of the occipital sites) for the Q-Former")
     tune.add_argument("--no-alignment", action="store_true",
                       help="no Euclidean alignment of each subject's trials")
     tune.add_argument("--mirror", action="store_true",
@@ -522,7 +521,7 @@ def _tune(args):
     tuner = LeafInstructionTuner(
         checkpoint=None if str(args.checkpoint).lower() == "none" else args.checkpoint,
         size=args.size, config=config,
-        power_memory=not args.no_power_memory, spectral_memory=args.spectral_memory,
+        power_memory=not args.no_power_memory, spectral_memory=not args.no_spectral_memory,
         alignment=None if args.no_alignment else "euclidean", max_epochs=args.max_epochs,
         lr=args.lr, lr_tokenizer=args.lr_tokenizer, batch_size=args.batch_size,
         softmax_over=args.softmax_over, checkpoint_dir=str(out), distributed=args.distributed,

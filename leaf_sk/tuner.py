@@ -25,6 +25,7 @@ from .instructions import instruction_families, label_prototypes, sample_trainin
 from ._rng import seeded
 from .montage import TEMPLATE_CH_NAMES, _mirror_name
 from .nn import SIZES, LeafModel
+from .nn.spectral import OCCIPITAL_SITES
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
 
 RESUME_FILE = "tune-resume.pt"
@@ -97,9 +98,12 @@ class LeafInstructionTuner(BaseEstimator):
         leaf-sk's option, not the paper's); a starting checkpoint without them gets them freshly
         initialised.
     spectral_memory : bool
-        Give the Q-Former per-window log power spectra of every channel
-        (:class:`~leaf_sk.nn.LeafConfig`'s ``spectral_memory``, leaf-sk's option); added freshly
-        initialised to a starting checkpoint without them.
+        Give the Q-Former per-window log power spectra of learned spatial filters of the
+        occipital sites (:class:`~leaf_sk.nn.LeafConfig`'s ``spectral_memory`` with
+        ``spectral_sites`` :data:`~leaf_sk.nn.spectral.OCCIPITAL_SITES` unless ``config`` names
+        others; leaf-sk's option); added freshly initialised to a starting checkpoint without
+        them. On the inner split it lifted Kalunga2016's direct inference from 0.35 to 0.52
+        (two seeds; benchmarks/RESULTS.md).
     alignment : {"euclidean"} or None
         Re-centre each task's trials per group (``TuningTask.groups``) before the network.
     text_encoder : str
@@ -161,7 +165,7 @@ class LeafInstructionTuner(BaseEstimator):
     }
 
     def __init__(self, checkpoint=None, *, size="small", config=None, power_memory=True,
-                 spectral_memory=False, alignment="euclidean", text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=8, lr=2e-4,
+                 spectral_memory=True, alignment="euclidean", text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=8, lr=2e-4,
                  lr_tokenizer=1e-3, weight_decay=1e-3, warmup_epochs=1.0, batch_size=32,
                  logit_scale=10.0, softmax_over="task", p_default=0.1, p_level2=0.9, crop_windows=1,
                  checkpoint_dir=None, distributed=False, device="auto", verbose=1,
@@ -249,6 +253,8 @@ class LeafInstructionTuner(BaseEstimator):
         model, info = build_model(self.checkpoint, self.size, encoder.dim, seed, config=self.config)
         added = {name: True for name in ("power_memory", "spectral_memory")
                  if getattr(self, name) and not getattr(model.config, name)}
+        if "spectral_memory" in added and "spectral_sites" not in (self.config or {}):
+            added["spectral_sites"] = list(OCCIPITAL_SITES)
         if added:
             with seeded(seed):
                 bigger = LeafModel(model.config.replace(**added))

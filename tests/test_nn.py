@@ -232,3 +232,16 @@ def test_spectral_memory_is_an_option_off_for_release_layouts(tiny):
         model.qformer(model.tower(x), instruction)
     with pytest.raises(ValueError, match="spectral_memory must be True or False"):
         LeafConfig.from_size("tiny", spectral_memory="yes")
+
+
+def test_spectral_memory_reads_only_its_sites(tiny):
+    config = tiny.replace(spectral_memory=True, spectral_sites=["O1", "Oz", "O2"])
+    model = LeafModel(LeafConfig.from_dict(config.to_dict())).eval()
+    assert model.spectral.spatial.weight.shape == (config.spectral_filters, 3)
+    x, instruction = torch.randn(2, 65, 200), torch.randn(12)
+    elsewhere = x.clone()
+    elsewhere[:, :8] += 5 * torch.randn(2, 8, 200)  # midline rows Fpz..POz: not read
+    assert torch.equal(model.spectral(x), model.spectral(elsewhere))
+    assert not torch.equal(model.spectral(x), model.spectral(x * torch.linspace(1, 2, 65)[:, None]))
+    with pytest.raises(ValueError, match="spectral_sites"):
+        tiny.replace(spectral_sites=["Q1"])

@@ -45,7 +45,7 @@ def test_one_label_space_history_and_a_checkpoint_the_classifier_loads(tmp_path)
     assert {"mi_loss", "mi_train_acc", "ssvep_loss", "ssvep_train_acc"} <= set(tuner.history_[0])
     path = tuner.save(tmp_path / "tuned.safetensors", provenance={"data": "synthetic"})
     meta = read_metadata(path)
-    assert meta["parts"] == ["qformer", "tower"] and meta["config"]["power_memory"] is True
+    assert meta["parts"] == ["qformer", "spectral", "tower"] and meta["config"]["power_memory"] is True
     assert meta["provenance"]["label_space"] == tuner.label_space_
     X, y = _tasks()[0].X, _tasks()[0].y
     clf = LeafInstructionClassifier(str(path), text_encoder="hashing", ch_names=MOTOR, sfreq=160.0,

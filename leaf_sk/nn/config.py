@@ -68,6 +68,8 @@ class LeafConfig:
         neighbouring SSVEP frequencies, which a 200-ms temporal filter cannot.
     spectral_filters : int
         Spatial filters of the spectral memory.
+    spectral_sites : list of str or None
+        Template sites the spectral memory's filters read (None: all 65).
     """
 
     n_channels: int = 65
@@ -94,6 +96,7 @@ class LeafConfig:
     power_memory: bool = False
     spectral_memory: bool = False
     spectral_filters: int = 16
+    spectral_sites: list | None = None
 
     def __post_init__(self):
         for name in ("n_channels", "window_samples", "max_windows", "n_filters", "temporal_kernel",
@@ -114,6 +117,14 @@ class LeafConfig:
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"LeafConfig.{name} must be True or False, got "
                                  f"{getattr(self, name)!r}.")
+        if self.spectral_sites is not None:
+            from ..montage import TEMPLATE_CH_NAMES
+
+            unknown = [s for s in self.spectral_sites if s not in TEMPLATE_CH_NAMES]
+            if unknown or not self.spectral_sites or isinstance(self.spectral_sites, str):
+                raise ValueError(
+                    f"LeafConfig.spectral_sites must be a non-empty list of template sites; "
+                    f"{unknown or self.spectral_sites!r} is not (sites: {TEMPLATE_CH_NAMES}).")
         for name in ("dropout", "tokenizer_dropout", "mask_prob", "iqf_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"LeafConfig.{name} must lie in [0, 1), got {getattr(self, name)!r}.")

@@ -7,7 +7,11 @@ import math
 import torch
 from torch import nn
 
+from ..montage import TEMPLATE_CH_NAMES
+
 SPECTRAL_BAND_HZ = (4.0, 44.0)
+# Where steady-state visual evoked potentials are recorded (10-10 sites of the template).
+OCCIPITAL_SITES = ("O1", "Oz", "O2", "PO7", "PO3", "POz", "PO4", "PO8")
 TEMPLATE_SFREQ = 200.0
 
 
@@ -59,13 +63,17 @@ class SpectralMemory(nn.Module):
     Parameters
     ----------
     config : LeafConfig
-        Uses ``n_channels``, ``spectral_filters`` and ``window_samples``.
+        Uses ``n_channels``, ``spectral_filters``, ``spectral_sites`` and ``window_samples``.
     """
 
     def __init__(self, config):
         super().__init__()
         self.config = config
-        self.spatial = nn.Linear(config.n_channels, config.spectral_filters, bias=False)
+        rows = (range(config.n_channels) if config.spectral_sites is None
+                else [TEMPLATE_CH_NAMES.index(site) for site in config.spectral_sites])
+        self.register_buffer("rows", torch.as_tensor(list(rows), dtype=torch.long),
+                             persistent=False)
+        self.spatial = nn.Linear(len(self.rows), config.spectral_filters, bias=False)
 
     def forward(self, x):
         """Spectral tokens before their projection.
@@ -78,5 +86,5 @@ class SpectralMemory(nn.Module):
         -------
         Tensor, shape (batch, n_windows, spectral_dim)
         """
-        filtered = torch.einsum("kc,bct->bkt", self.spatial.weight, x)
+        filtered = torch.einsum("kc,bct->bkt", self.spatial.weight, x[:, self.rows])
         return window_log_spectrum(filtered, self.config.window_samples)
