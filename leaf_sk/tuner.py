@@ -165,10 +165,10 @@ class LeafInstructionTuner(BaseEstimator):
     }
 
     def __init__(self, checkpoint=None, *, size="small", config=None, power_memory=True,
-                 spectral_memory=True, alignment="euclidean", text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=8, lr=2e-4,
-                 lr_tokenizer=1e-3, weight_decay=1e-3, warmup_epochs=1.0, batch_size=32,
-                 logit_scale=10.0, softmax_over="task", p_default=0.1, p_level2=0.9, crop_windows=1,
-                 checkpoint_dir=None, distributed=False, device="auto", verbose=1,
+                 spectral_memory=True, alignment="euclidean", text_encoder=DEFAULT_TEXT_ENCODER,
+                 max_epochs=8, lr=2e-4, lr_tokenizer=1e-3, weight_decay=1e-3, warmup_epochs=1.0,
+                 batch_size=32, logit_scale=10.0, softmax_over="task", p_default=0.1, p_level2=0.9,
+                 crop_windows=1, checkpoint_dir=None, distributed=False, device="auto", verbose=1,
                  random_state=0):
         self.checkpoint = checkpoint
         self.size = size
