@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
 
+from .._template import TEMPLATE_CH_NAMES
+
 _SIZES = {
     # The paper's sizes (LEAF_SPEC.md sections 3-6): 20.2 M Tower + 6.2 M IQF with a 768-d text encoder.
     "base": {},
@@ -118,8 +120,6 @@ class LeafConfig:
                 raise ValueError(f"LeafConfig.{name} must be True or False, got "
                                  f"{getattr(self, name)!r}.")
         if self.spectral_sites is not None:
-            from ..montage import TEMPLATE_CH_NAMES
-
             unknown = [s for s in self.spectral_sites if s not in TEMPLATE_CH_NAMES]
             if unknown or not self.spectral_sites or isinstance(self.spectral_sites, str):
                 raise ValueError(

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from ..montage import TEMPLATE_CH_NAMES
+from .._template import TEMPLATE_CH_NAMES
 
 SPECTRAL_BAND_HZ = (4.0, 44.0)
 # Where steady-state visual evoked potentials are recorded (10-10 sites of the template).
