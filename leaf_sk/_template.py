@@ -17,3 +17,6 @@ TEMPLATE_CH_NAMES: tuple[str, ...] = (
     "O1", "O2",
 )
 """The 65 template names, in the model's channel (row) order."""
+
+TEMPLATE_SFREQ = 200.0
+"""Sampling rate of the model input, in Hz."""

@@ -16,10 +16,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from ._template import TEMPLATE_CH_NAMES  # re-exported: the template names live there
-
-TEMPLATE_SFREQ = 200.0
-"""Sampling rate of the model input, in Hz."""
+# Re-exported: the template's names and rate live in an import-free module.
+from ._template import TEMPLATE_CH_NAMES, TEMPLATE_SFREQ
 
 WINDOW_SAMPLES = 100
 """Samples per token window (0.5 s at :data:`TEMPLATE_SFREQ`)."""

@@ -123,6 +123,12 @@ def test_spectral_memory_is_trained_saved_and_loaded(tmp_path):
     assert clf.module_.model.config.spectral_memory
     weights = clf.module_.model.spectral.spatial.weight
     assert torch.equal(weights, tuner.model_.spectral.spatial.weight)
+    # Without alignment, a trial's output does not depend on the trials around it.
+    clf.set_params(alignment=None, batch_size=3).fit(X, y)
+    full = clf.decision_function(X)
+    order = np.random.default_rng(0).permutation(len(X))
+    np.testing.assert_array_equal(clf.decision_function(X[order]), full[order])
+    np.testing.assert_array_equal(clf.decision_function(X[[5]])[0], full[5])
 
 
 def test_cli_tune_refuses_a_config_that_is_not_json(capsys):

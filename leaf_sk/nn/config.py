@@ -64,7 +64,7 @@ class LeafConfig:
     spectral_memory : bool
         leaf-sk's option, not the paper's (False for release files): the Q-Former also
         cross-attends to one spectral token per 0.5-s window: ``spectral_filters`` learned
-        spatial filters of the template's channels, the log power spectrum of each at 2-Hz
+        spatial filters of the ``spectral_sites``, the log power spectrum of each at 2-Hz
         resolution from 4 to 44 Hz (:class:`~leaf_sk.nn.spectral.SpectralMemory`),
         layer-normalised and projected to ``d_model``. Unlike ``power_memory`` it resolves
         neighbouring SSVEP frequencies, which a 200-ms temporal filter cannot.

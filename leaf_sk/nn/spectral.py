@@ -7,12 +7,11 @@ import math
 import torch
 from torch import nn
 
-from .._template import TEMPLATE_CH_NAMES
+from .._template import TEMPLATE_CH_NAMES, TEMPLATE_SFREQ
 
 SPECTRAL_BAND_HZ = (4.0, 44.0)
 # Where steady-state visual evoked potentials are recorded (10-10 sites of the template).
 OCCIPITAL_SITES = ("O1", "Oz", "O2", "PO7", "PO3", "POz", "PO4", "PO8")
-TEMPLATE_SFREQ = 200.0
 
 
 def spectral_bins(window_samples, sfreq=TEMPLATE_SFREQ, band=SPECTRAL_BAND_HZ):
