@@ -3,8 +3,9 @@
 :func:`run_benchmark` is what ``leaf-sk benchmark`` calls: it evaluates the LEAF pipelines
 (frozen ``LeafEncoder`` features with a logistic regression, ``LeafInstructionClassifier``
 fine-tuned, and its direct, zero-shot inference) and the usual baselines of the dataset's
-paradigm within each test subject's sessions and across subjects, with named training and
-test subjects, and returns one row per evaluation, pipeline, subject and session.
+paradigm (among them ShallowFBCSPNet and EEGNet, trained from scratch) within each test
+subject's sessions and across subjects, with named training and test subjects, and returns one
+row per evaluation, pipeline, subject and session.
 :func:`summarize` turns those rows into the comparison table, :func:`write_report` into CSV,
 markdown and PNG files.
 
@@ -458,7 +459,7 @@ def pipeline_configs(family, events, *, checkpoint="leaf-small-bci", fine_tune_e
         Channel names and rate, written into the steps that need them for array input (for
         YAML files that ``moabb.benchmark`` feeds arrays); None for ``mne.Epochs`` input.
     random_state : int
-        Seed of the LEAF pipelines.
+        Seed of the LEAF pipelines and of the networks trained from scratch.
 
     Returns
     -------
@@ -536,6 +537,16 @@ def pipeline_configs(family, events, *, checkpoint="leaf-small-bci", fine_tune_e
             baselines["CCA"] = (["Lin et al. (2006), doi:10.1109/TBME.2006.886577"], [
                 _step("SSVEP_CCA", "moabb.pipelines.classification", n_harmonics=3,
                       freq_map=freq_map)])
+    if family in {"imagery", "ssvep"}:
+        # Trained from scratch on the evaluation's training trials, at the data's own rate.
+        rate = {} if sfreq is None else {"sfreq": float(sfreq)}
+        baselines["ShallowFBCSPNet"] = (
+            ["Schirrmeister et al. (2017), doi:10.1002/hbm.23730"],
+            [_step("ShallowFBCSPNetClassifier", "leaf_sk.baselines", **rate,
+                   random_state=random_state)])
+        baselines["EEGNet"] = (
+            ["Lawhern et al. (2018), doi:10.1088/1741-2552/aace8c"],
+            [_step("EEGNetClassifier", "leaf_sk.baselines", **rate, random_state=random_state)])
     if family == "p300":
         baselines["Xdawn+TS+LR"] = ([barachant], [
             to_array, _step("XdawnCovariances", "pyriemann.estimation", nfilter=4,
@@ -1007,7 +1018,7 @@ def run_benchmark(dataset, *, subjects=None, train_subjects=None, evaluation="bo
     progress : bool
         A progress bar over subjects and pipelines on stderr.
     random_state : int
-        Seeds the folds and the LEAF pipelines.
+        Seeds the folds, the LEAF pipelines and the networks trained from scratch.
 
     Returns
     -------

@@ -94,8 +94,9 @@ def _build_parser():
                "LEAF-direct (LEAF-zeroshot on each call's trials re-centred, for checkpoints "
                "tuned on aligned EEG such as `leaf-sk tune` writes), LEAF-aligned+LR (LEAF+LR on each call's trials re-centred, alignment='euclidean'), "
                "LEAF-meanstd+LR, LEAF-random+LR, LEAF-random-meanstd+LR. Baselines, motor "
-               "imagery: CSP+LDA, TS+LR, MDM, frontal-control (the eye-movement control); "
-               "SSVEP: TS+LR, MDM, FB-TS+LR, CCA; P300: Xdawn+TS+LR, ERPCov+MDM. Groups: "
+               "imagery: CSP+LDA, TS+LR, MDM, ShallowFBCSPNet, EEGNet (both trained from "
+               "scratch), frontal-control (the eye-movement control); SSVEP: TS+LR, MDM, "
+               "FB-TS+LR, CCA, ShallowFBCSPNet, EEGNet; P300: Xdawn+TS+LR, ERPCov+MDM. Groups: "
                "default, all, leaf, baselines.",
         formatter_class=_HelpFormatter)
     bench.add_argument("dataset", metavar="DATASET",
@@ -126,7 +127,8 @@ def _build_parser():
     bench.add_argument("--no-resume", action="store_true",
                        help="recompute every score even if --out holds some")
     bench.add_argument("--seed", type=int, default=0, metavar="N",
-                       help="seeds the folds and the LEAF pipelines")
+                       help="seeds the folds, the LEAF pipelines and the networks trained from "
+                            "scratch")
     bench.add_argument("--threads", type=int, default=1, metavar="N",
                        help="torch threads (0: torch's default, one per core). The benchmark "
                             "trains many small models; on a busy 2-core machine two threads "

@@ -50,6 +50,14 @@ def test_every_pipeline_is_yaml_and_builds(family, events):
         pipeline = lb.build_pipeline(config["steps"])
         assert len(pipeline.steps) == len(config["steps"])
     assert (family == "imagery") == ("frontal-control" in configs)
+    nets = {"ShallowFBCSPNet", "EEGNet"}
+    assert (family != "p300") == (nets <= set(configs))
+    for name in nets & set(configs):
+        assert configs[name]["role"] == "baseline" and configs[name]["default"]
+        (step,) = configs[name]["steps"]
+        assert step["from"] == "leaf_sk.baselines"
+        assert step["parameters"] == {"sfreq": 256.0, "random_state": 0}
+        assert "doi:" in configs[name]["citations"][0]
 
 
 def test_label_texts_and_cca_frequencies_follow_moabb_label_encoding():
@@ -138,11 +146,14 @@ def test_held_out_subjects_folds():
 
 
 @pytest.mark.parametrize("wanted, expected", [
-    (None, ["LEAF+LR", "LEAF-finetuned", "LEAF-zeroshot", "TS+LR", "MDM", "FB-TS+LR", "CCA"]),
+    (None, ["LEAF+LR", "LEAF-finetuned", "LEAF-zeroshot", "TS+LR", "MDM", "FB-TS+LR", "CCA",
+            "ShallowFBCSPNet", "EEGNet"]),
     (["ts+lr,CCA", "mdm"], ["TS+LR", "CCA", "MDM"]),
     (["leaf"], ["LEAF+LR", "LEAF-finetuned", "LEAF-zeroshot", "LEAF-direct", "LEAF-aligned+LR",
                 "LEAF-meanstd+LR", "LEAF-random+LR", "LEAF-random-meanstd+LR"]),
-    (["baselines", "LEAF+LR"], ["TS+LR", "MDM", "FB-TS+LR", "CCA", "LEAF+LR"]),
+    (["baselines", "LEAF+LR"], ["TS+LR", "MDM", "FB-TS+LR", "CCA", "ShallowFBCSPNet", "EEGNet",
+                                "LEAF+LR"]),
+    (["eegnet", "shallowfbcspnet"], ["EEGNet", "ShallowFBCSPNet"]),
 ])
 def test_select_pipelines(wanted, expected):
     configs = lb.pipeline_configs("ssvep", ["13", "17", "21"])
@@ -326,6 +337,27 @@ def test_run_resume_and_report_on_fake_data(monkeypatch, tmp_path):
     assert files["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     markdown = files["summary_md"].read_text()
     assert "## within-session" in markdown and "| pipeline | mean | sd | s3 | s4 |" in markdown
+
+
+def test_networks_trained_from_scratch_run_in_both_evaluations(monkeypatch, tmp_path):
+    # The nets take the evaluation's mne.Epochs and give MOABB's ROC AUC scorer its scores.
+    dataset = _fake_dataset(monkeypatch, tmp_path)
+    configs = lb.pipeline_configs
+
+    def short(*args, **kwargs):  # two epochs: this tests the wiring, not the learning
+        found = configs(*args, **kwargs)
+        for name in ("ShallowFBCSPNet", "EEGNet"):
+            found[name]["steps"][0]["parameters"].update(max_epochs=2, min_steps=0)
+        return found
+
+    monkeypatch.setattr(lb, "pipeline_configs", short)
+    scores = lb.run_benchmark(dataset, subjects=[3], train_subjects=[1, 2], checkpoint=None,
+                              pipelines=["ShallowFBCSPNet", "EEGNet"])
+    assert sorted(zip(scores.evaluation, scores.pipeline)) == [
+        ("cross-subject", "EEGNet"), ("cross-subject", "ShallowFBCSPNet"),
+        ("within-session", "EEGNet"), ("within-session", "ShallowFBCSPNet")]
+    assert set(scores.role) == {"baseline"} and scores.score.between(0, 1).all()
+    assert (scores.metric == "roc_auc").all()
 
 
 def test_extra_pipelines_and_the_eye_movement_control(monkeypatch, tmp_path):
@@ -572,7 +604,8 @@ def test_physionet_reproduces_the_results_table(tmp_path, monkeypatch):
         ("cross-subject", "frontal-control"): [0.492, 0.478, 0.474, 0.425, 0.435],
         ("cross-subject", "LEAF+LR"): [0.557, 0.431, 0.453, 0.763, 0.518],
     }
-    scores = lb.run_benchmark("PhysionetMI", pipelines=["baselines", "LEAF+LR"])
+    scores = lb.run_benchmark("PhysionetMI", pipelines=["CSP+LDA", "TS+LR", "MDM",
+                                                        "frontal-control", "LEAF+LR"])
     table = lb.summarize(scores).set_index(["evaluation", "pipeline"])
     for key, values in expected.items():
         got = table.loc[key, ["s15", "s16", "s17", "s18", "s42"]].astype(float).to_numpy()

@@ -1,5 +1,7 @@
-"""The LEAF network in plain PyTorch: no scikit-learn, skorch or MNE here."""
+"""The LEAF network, and the baselines ShallowFBCSPNet and EEGNet, in plain PyTorch: no
+scikit-learn, skorch or MNE here."""
 
+from .baselines import EEGNet, ShallowFBCSPNet
 from .config import SIZES, LeafConfig
 from .losses import draw_token_mask, remove_band, str_losses
 from .model import LeafModel, STRPretrainer
@@ -7,5 +9,5 @@ from .qformer import QFormer
 from .tokenizer import Tokenizer
 from .tower import Tower
 
-__all__ = ["SIZES", "LeafConfig", "LeafModel", "QFormer", "STRPretrainer", "Tokenizer", "Tower",
-           "draw_token_mask", "remove_band", "str_losses"]
+__all__ = ["EEGNet", "SIZES", "LeafConfig", "LeafModel", "QFormer", "STRPretrainer",
+           "ShallowFBCSPNet", "Tokenizer", "Tower", "draw_token_mask", "remove_band", "str_losses"]
