@@ -555,7 +555,9 @@ def pipeline_configs(family, events, *, checkpoint="leaf-small-bci", fine_tune_e
             to_array, _step("ERPCovariances", "pyriemann.estimation", estimator="oas"),
             _step("MDM", "pyriemann.classification", metric="riemann")])
     for name, (citations, steps) in baselines.items():
-        configs[name] = dict(role="baseline", default=True, citations=citations, steps=steps)
+        # The two networks train for minutes per fold: run by name or with "baselines"/"all".
+        default = name not in {"ShallowFBCSPNet", "EEGNet"}
+        configs[name] = dict(role="baseline", default=default, citations=citations, steps=steps)
     if "CCA" in configs:
         # moabb.benchmark hands mne.Epochs and event-name labels to the pipelines whose name
         # holds "SSVEP CCA", and arrays to the others: a user's array pipelines stay as they are.

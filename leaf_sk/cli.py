@@ -94,9 +94,9 @@ def _build_parser():
                "LEAF-direct (LEAF-zeroshot on each call's trials re-centred, for checkpoints "
                "tuned on aligned EEG such as `leaf-sk tune` writes), LEAF-aligned+LR (LEAF+LR on each call's trials re-centred, alignment='euclidean'), "
                "LEAF-meanstd+LR, LEAF-random+LR, LEAF-random-meanstd+LR. Baselines, motor "
-               "imagery: CSP+LDA, TS+LR, MDM, ShallowFBCSPNet, EEGNet (both trained from "
-               "scratch), frontal-control (the eye-movement control); SSVEP: TS+LR, MDM, "
-               "FB-TS+LR, CCA, ShallowFBCSPNet, EEGNet; P300: Xdawn+TS+LR, ERPCov+MDM. Groups: "
+               "imagery: CSP+LDA, TS+LR, MDM, frontal-control (the eye-movement control); SSVEP: "
+               "TS+LR, MDM, FB-TS+LR, CCA; P300: Xdawn+TS+LR, ERPCov+MDM; not by default, for "
+               "motor imagery and SSVEP: ShallowFBCSPNet, EEGNet (trained from scratch). Groups: "
                "default, all, leaf, baselines.",
         formatter_class=_HelpFormatter)
     bench.add_argument("dataset", metavar="DATASET",

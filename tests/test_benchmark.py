@@ -53,7 +53,7 @@ def test_every_pipeline_is_yaml_and_builds(family, events):
     nets = {"ShallowFBCSPNet", "EEGNet"}
     assert (family != "p300") == (nets <= set(configs))
     for name in nets & set(configs):
-        assert configs[name]["role"] == "baseline" and configs[name]["default"]
+        assert configs[name]["role"] == "baseline" and not configs[name]["default"]
         (step,) = configs[name]["steps"]
         assert step["from"] == "leaf_sk.baselines"
         assert step["parameters"] == {"sfreq": 256.0, "random_state": 0}
@@ -146,8 +146,7 @@ def test_held_out_subjects_folds():
 
 
 @pytest.mark.parametrize("wanted, expected", [
-    (None, ["LEAF+LR", "LEAF-finetuned", "LEAF-zeroshot", "TS+LR", "MDM", "FB-TS+LR", "CCA",
-            "ShallowFBCSPNet", "EEGNet"]),
+    (None, ["LEAF+LR", "LEAF-finetuned", "LEAF-zeroshot", "TS+LR", "MDM", "FB-TS+LR", "CCA"]),
     (["ts+lr,CCA", "mdm"], ["TS+LR", "CCA", "MDM"]),
     (["leaf"], ["LEAF+LR", "LEAF-finetuned", "LEAF-zeroshot", "LEAF-direct", "LEAF-aligned+LR",
                 "LEAF-meanstd+LR", "LEAF-random+LR", "LEAF-random-meanstd+LR"]),
