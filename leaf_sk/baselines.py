@@ -11,6 +11,7 @@ import math
 from numbers import Integral, Real
 
 import numpy as np
+from scipy.special import softmax
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
@@ -194,10 +195,7 @@ class _ConvNetClassifier(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_trials, n_classes), rows sum to 1, columns in ``classes_`` order.
         """
-        logits = self._logits(X)
-        logits -= logits.max(axis=1, keepdims=True)
-        proba = np.exp(logits)
-        return proba / proba.sum(axis=1, keepdims=True)
+        return softmax(self._logits(X), axis=1)
 
     def predict(self, X):
         """The class of highest logit.

@@ -7,6 +7,7 @@ import warnings
 from numbers import Integral
 
 import numpy as np
+from scipy.special import softmax
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
@@ -454,10 +455,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n_trials, n_classes), rows sum to 1.
         """
-        logits = self.logit_scale * self._similarities(X).astype(np.float64)
-        logits -= logits.max(axis=1, keepdims=True)
-        proba = np.exp(logits)
-        return proba / proba.sum(axis=1, keepdims=True)
+        return softmax(self.logit_scale * self._similarities(X).astype(np.float64), axis=1)
 
     def predict(self, X):
         """Label of the most similar label text.
