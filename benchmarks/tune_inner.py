@@ -39,12 +39,27 @@ from leaf_sk.instructions import instruction_pool, instruction_vector, label_pro
 from leaf_sk.text import get_text_encoder
 from leaf_sk.tuner import MODEL_FILE, LeafInstructionTuner, TuningTask
 
+# Folds of the training subjects: fold 0 is the split above; the others hold out other subjects
+# (Kalunga2016 7 shares a recording with 3 and stays out of every fold).
+FOLDS = {
+    "PhysionetMI": [[12, 13, 14], [1, 2, 3], [5, 6, 7], [8, 9, 10, 11]],
+    "Kalunga2016": [[6, 8], [1, 2], [3, 4], [5]],
+}
+
 SPLITS = {
     "PhysionetMI": dict(fit=[1, 2, 3, 5, 6, 7, 8, 9, 10, 11], valid=[12, 13, 14],
                         family="motor_imagery", paradigm_family="imagery"),
     "Kalunga2016": dict(fit=[1, 2, 3, 4, 5], valid=[6, 8], family="ssvep",
                         paradigm_family="ssvep"),
 }
+
+
+def use_fold(fold):
+    """Set ``SPLITS`` to fold ``fold`` of :data:`FOLDS`: those subjects validate, the rest fit."""
+    for name, folds in FOLDS.items():
+        every = sorted(s for f in folds for s in f)
+        SPLITS[name]["valid"] = folds[fold]
+        SPLITS[name]["fit"] = [s for s in every if s not in folds[fold]]
 
 
 def load(name):
@@ -59,7 +74,7 @@ def load(name):
 
     dataset = get_dataset(name)
     paradigm, _ = choose_paradigm(dataset)
-    subjects = split["fit"] + split["valid"]
+    subjects = sorted(s for f in FOLDS[name] for s in f)
     epochs, y, meta = paradigm.get_data(dataset, subjects, return_epochs=True)
     X = epochs.get_data(units="uV").astype(np.float32)
     y = np.asarray(y).astype(str)
@@ -95,6 +110,44 @@ def direct_scores(model, encoder, name, X, y, subject, ch_names, sfreq, subjects
     return scores
 
 
+def baseline_scores(name, estimator, X, y, subject, sfreq):
+    """A from-scratch network fitted on the fit subjects, scored per validation subject."""
+    from sklearn.base import clone
+
+    split = SPLITS[name]
+    rows = np.isin(subject, split["fit"])
+    model = clone(estimator).set_params(sfreq=sfreq).fit(X[rows], y[rows])
+    scores = {}
+    for s in split["valid"]:
+        rows = subject == s
+        record = {"accuracy": float((model.predict(X[rows]) == y[rows]).mean()),
+                  "n": int(rows.sum())}
+        if len(model.classes_) == 2:
+            record["auc"] = float(roc_auc_score(y[rows] == model.classes_[1],
+                                                model.decision_function(X[rows])))
+        scores[int(s)] = record
+    return scores
+
+
+def run_baseline(args, data):
+    """``--baseline``: ShallowFBCSPNet or EEGNet from scratch, per dataset, on the same split."""
+    from leaf_sk.baselines import EEGNetClassifier, ShallowFBCSPNetClassifier
+
+    estimator = {"ShallowFBCSPNet": ShallowFBCSPNetClassifier,
+                 "EEGNet": EEGNetClassifier}[args.baseline](random_state=args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    report = {"args": vars(args)}
+    for name, (X, y, subject, ch_names, sfreq) in data.items():
+        valid = baseline_scores(name, estimator, X, y, subject, sfreq)
+        report[name] = {"valid": valid}
+        key = "auc" if "auc" in next(iter(valid.values())) else "accuracy"
+        print(f"{name} {args.baseline}: validation {key} " + ", ".join(
+            f"s{s} {v[key]:.3f}" for s, v in valid.items())
+            + f"; mean {np.mean([v[key] for v in valid.values()]):.3f}", flush=True)
+    (out / "scores.json").write_text(json.dumps(report, indent=1))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", nargs="+", default=list(SPLITS), choices=list(SPLITS))
@@ -103,9 +156,16 @@ def main(argv=None):
     parser.add_argument("--tuner", default=None, help="LeafInstructionTuner parameters, JSON")
     parser.add_argument("--out", required=True)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--baseline", choices=["ShallowFBCSPNet", "EEGNet"], default=None,
+                        help="score this network trained from scratch instead of a tuned LEAF")
+    parser.add_argument("--fold", type=int, default=0, choices=range(4),
+                        help="which subjects validate (FOLDS); 0 is the first inner split")
     args = parser.parse_args(argv)
+    use_fold(args.fold)
     torch.set_num_threads(1)
     data = {name: load(name) for name in args.datasets}
+    if args.baseline:
+        return run_baseline(args, data)
     tasks = []
     for name, (X, y, subject, ch_names, sfreq) in data.items():
         split = SPLITS[name]

@@ -245,3 +245,22 @@ def test_spectral_memory_reads_only_its_sites(tiny):
     assert not torch.equal(model.spectral(x), model.spectral(x * torch.linspace(1, 2, 65)[:, None]))
     with pytest.raises(ValueError, match="spectral_sites"):
         tiny.replace(spectral_sites=["Q1"])
+
+
+def test_tower_memory_off_leaves_the_tower_out_of_the_instruction_path(tiny):
+    config = tiny.replace(power_memory=True, spectral_memory=True, tower_memory=False)
+    model = LeafModel(LeafConfig.from_dict(config.to_dict())).eval()
+    x, instruction = torch.randn(3, 65, 300), torch.randn(12)
+    with torch.no_grad():
+        out = model(x, instruction)
+        assert out.shape == (3, 12)
+        for layer in model.tower.mask_transformer.layers:
+            layer.linear1.weight.add_(1.0)
+        assert torch.equal(out, model(x, instruction))
+        model.spectral.spatial.weight.add_(torch.randn_like(model.spectral.spatial.weight))
+        assert not torch.allclose(out, model(x, instruction))
+    assert LeafModel(tiny).config.tower_memory  # the paper's path is the default
+    with pytest.raises(ValueError, match="nothing to read"):
+        tiny.replace(tower_memory=False)
+    with pytest.raises(ValueError, match="tower_memory must be True or False"):
+        tiny.replace(power_memory=True, tower_memory=0)

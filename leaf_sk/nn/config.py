@@ -72,6 +72,11 @@ class LeafConfig:
         Spatial filters of the spectral memory.
     spectral_sites : list of str or None
         Template sites the spectral memory's filters read (None: all 65).
+    tower_memory : bool
+        Whether the Q-Former cross-attends to the Tower's 2N tokens (True, as in the paper).
+        False, leaf-sk's option, leaves the Tower out of the instruction path: the Q-Former
+        reads only the band-power and spectral tokens (one of ``power_memory`` and
+        ``spectral_memory`` must be on), and the Tower is not run.
     """
 
     n_channels: int = 65
@@ -99,6 +104,7 @@ class LeafConfig:
     spectral_memory: bool = False
     spectral_filters: int = 16
     spectral_sites: list | None = None
+    tower_memory: bool = True
 
     def __post_init__(self):
         for name in ("n_channels", "window_samples", "max_windows", "n_filters", "temporal_kernel",
@@ -115,10 +121,14 @@ class LeafConfig:
         if self.iqf_positions not in ("branch", "contiguous"):
             raise ValueError(
                 f"LeafConfig.iqf_positions must be 'branch' or 'contiguous', got {self.iqf_positions!r}.")
-        for name in ("power_memory", "spectral_memory"):
+        for name in ("power_memory", "spectral_memory", "tower_memory"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"LeafConfig.{name} must be True or False, got "
                                  f"{getattr(self, name)!r}.")
+        if not (self.tower_memory or self.power_memory or self.spectral_memory):
+            raise ValueError(
+                "LeafConfig(tower_memory=False) leaves the Q-Former nothing to read; turn on "
+                "power_memory or spectral_memory, or keep tower_memory=True.")
         if self.spectral_sites is not None:
             unknown = [s for s in self.spectral_sites if s not in TEMPLATE_CH_NAMES]
             if unknown or not self.spectral_sites or isinstance(self.spectral_sites, str):

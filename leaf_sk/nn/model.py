@@ -98,4 +98,6 @@ class LeafModel(nn.Module):
         cfg = self.config
         power = self.tower.tokenizer.log_power(x) if cfg.power_memory else None
         spectrum = self.spectral(x) if cfg.spectral_memory else None
-        return self.qformer(self.tower(x), instruction, power, spectrum)
+        tokens = (self.tower(x) if cfg.tower_memory
+                  else x.new_zeros(len(x), 0, cfg.d_model))
+        return self.qformer(tokens, instruction, power, spectrum)

@@ -1,0 +1,138 @@
+"""Inner-split choice of the estimators' defaults (training subjects only).
+
+Takes the model that ``benchmarks/tune_inner.py --fold K`` tuned on the fold's fit subjects and
+scores the readouts a user can pick on the fold's validation subjects, as MOABB's two
+evaluations would:
+
+- within-session: 5-fold stratified cross-validation inside each validation subject;
+- cross-subject: fitted on every fit subject's trials (one alignment group per subject),
+  scored per validation subject.
+
+Pipelines (every one with Euclidean alignment, as the checkpoint was trained):
+
+- ``direct``: ``LeafInstructionClassifier(max_epochs=0)``, level 2 (nothing fitted);
+- ``finetuned-E``: the same classifier fine-tuned ``E`` epochs from the fold's model;
+- ``logvar+LR``: ``LeafEncoder(pooling="logvar")``, scaler, logistic regression;
+- ``qformer+LR``: ``LeafEncoder(instruction=..., instruction_level=2)``, scaler, logistic
+  regression on the Q-Former's embedding.
+
+Run from the repository root after ``tune_inner.py --fold K --out runs/X``::
+
+    MNE_DATA=../shared/data/mne_data MOABB_DOWNLOAD_PROVIDER=upstream HF_HUB_OFFLINE=1 \\
+        OMP_NUM_THREADS=1 .venv/bin/python benchmarks/readout_inner.py --fold K --model runs/X
+
+Prints one line per dataset, evaluation and pipeline (mean over validation subjects, ROC AUC for
+PhysioNet, accuracy for Kalunga2016) and writes ``readouts.json`` into the model's folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tune_inner import SPLITS, load, use_fold  # noqa: E402
+
+from leaf_sk import LeafEncoder, LeafInstructionClassifier  # noqa: E402
+from leaf_sk.benchmark import INSTRUCTIONS, label_text  # noqa: E402
+from leaf_sk.tuner import MODEL_FILE  # noqa: E402
+
+
+def pipelines(checkpoint, family, texts, ch_names, sfreq, epochs):
+    common = dict(checkpoint=checkpoint, ch_names=ch_names, sfreq=sfreq, alignment="euclidean")
+    instruction = INSTRUCTIONS[family]
+
+    def classifier(n):
+        return LeafInstructionClassifier(**common, instruction=instruction, instruction_level=2,
+                                         label_texts=texts, max_epochs=n, batch_size=32,
+                                         random_state=0, verbose=0)
+
+    def lr():
+        return [StandardScaler(), LogisticRegression(max_iter=1000)]
+
+    out = {"direct": classifier(0),
+           "logvar+LR": make_pipeline(LeafEncoder(**common, pooling="logvar"), *lr()),
+           "qformer+LR": make_pipeline(LeafEncoder(**common, instruction=instruction,
+                                                   instruction_level=2,
+                                                   label_texts=list(texts.values())), *lr())}
+    for n in epochs:
+        out[f"finetuned-{n}"] = classifier(n)
+    return out
+
+
+def score(model, X, y, binary):
+    if binary:
+        return float(roc_auc_score(y == model.classes_[1], model.predict_proba(X)[:, 1]))
+    return float((model.predict(X) == y).mean())
+
+
+def fit(model, X, y, groups=None):
+    """``model.fit``, with ``groups`` routed to the LEAF step (one alignment group each)."""
+    if groups is None:
+        return model.fit(X, y)
+    key = f"{model.steps[0][0]}__groups" if hasattr(model, "steps") else "groups"
+    return model.fit(X, y, **{key: groups})
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fold", type=int, required=True, choices=range(4))
+    parser.add_argument("--model", required=True, help="folder of a tune_inner.py run")
+    parser.add_argument("--datasets", nargs="+", default=list(SPLITS), choices=list(SPLITS))
+    parser.add_argument("--finetune-epochs", nargs="*", type=int, default=[5, 20])
+    parser.add_argument("--pipelines", nargs="*", default=None, help="only these")
+    args = parser.parse_args(argv)
+    use_fold(args.fold)
+    torch.set_num_threads(1)
+    folder = Path(args.model)
+    checkpoint = str(folder / MODEL_FILE)
+    report = {"args": vars(args)}
+    for name in args.datasets:
+        X, y, subject, ch_names, sfreq = load(name)
+        split = SPLITS[name]
+        texts = {e: label_text(e, split["paradigm_family"]) for e in np.unique(y)}
+        binary = len(texts) == 2
+        candidates = pipelines(checkpoint, split["paradigm_family"], texts, ch_names, sfreq,
+                               args.finetune_epochs)
+        if args.pipelines:
+            candidates = {k: v for k, v in candidates.items() if k in args.pipelines}
+        fit_rows = np.isin(subject, split["fit"])
+        report[name] = {}
+        for label, estimator in candidates.items():
+            within, cross = {}, {}
+            for s in split["valid"]:
+                rows = subject == s
+                Xs, ys = X[rows], y[rows]
+                folds = StratifiedKFold(5, shuffle=True, random_state=42).split(Xs, ys)
+                within[int(s)] = float(np.mean([
+                    score(fit(clone(estimator), Xs[train], ys[train]), Xs[test], ys[test], binary)
+                    for train, test in folds]))
+            if label == "direct":
+                model = fit(clone(estimator), X[fit_rows][:len(texts) * 2],
+                            np.repeat(sorted(texts), 2))
+            else:
+                model = fit(clone(estimator), X[fit_rows], y[fit_rows], subject[fit_rows])
+            for s in split["valid"]:
+                rows = subject == s
+                cross[int(s)] = score(model, X[rows], y[rows], binary)
+            report[name][label] = {"within": within, "cross": cross}
+            print(f"{name} {label}: within {np.mean(list(within.values())):.3f} "
+                  f"({', '.join(f's{k} {v:.2f}' for k, v in within.items())}); cross "
+                  f"{np.mean(list(cross.values())):.3f} "
+                  f"({', '.join(f's{k} {v:.2f}' for k, v in cross.items())})", flush=True)
+    (folder / "readouts.json").write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
