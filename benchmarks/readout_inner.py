@@ -14,7 +14,9 @@ Pipelines (every one with Euclidean alignment, as the checkpoint was trained):
 - ``finetuned-E``: the same classifier fine-tuned ``E`` epochs from the fold's model;
 - ``logvar+LR``: ``LeafEncoder(pooling="logvar")``, scaler, logistic regression;
 - ``qformer+LR``: ``LeafEncoder(instruction=..., instruction_level=2)``, scaler, logistic
-  regression on the Q-Former's embedding.
+  regression on the Q-Former's embedding;
+- baselines of the same folds: ``TS+LR`` (OAS covariances, tangent space, logistic
+  regression) and ``CSP+LDA`` (8 components).
 
 Run from the repository root after ``tune_inner.py --fold K --out runs/X``::
 
@@ -68,6 +70,14 @@ def pipelines(checkpoint, family, texts, ch_names, sfreq, epochs):
                                                    label_texts=list(texts.values())), *lr())}
     for n in epochs:
         out[f"finetuned-{n}"] = classifier(n)
+    from mne.decoding import CSP
+    from pyriemann.estimation import Covariances
+    from pyriemann.tangentspace import TangentSpace
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+
+    out["TS+LR"] = make_pipeline(Covariances("oas"), TangentSpace(metric="riemann"),
+                                 LogisticRegression(max_iter=1000))
+    out["CSP+LDA"] = make_pipeline(CSP(n_components=8), LinearDiscriminantAnalysis())
     return out
 
 
@@ -79,7 +89,8 @@ def score(model, X, y, binary):
 
 def fit(model, X, y, groups=None):
     """``model.fit``, with ``groups`` routed to the LEAF step (one alignment group each)."""
-    if groups is None:
+    first = model.steps[0][1] if hasattr(model, "steps") else model
+    if groups is None or not isinstance(first, (LeafEncoder, LeafInstructionClassifier)):
         return model.fit(X, y)
     key = f"{model.steps[0][0]}__groups" if hasattr(model, "steps") else "groups"
     return model.fit(X, y, **{key: groups})

@@ -122,6 +122,9 @@ class LeafInstructionTuner(BaseEstimator):
     p_default, p_level2 : float
     crop_windows : int
         Random crops this many 0.5-s windows shorter (for trials of more windows than that + 1).
+    crop_step : int
+        Granularity of the crops' start, in samples at 200 Hz: 100 (default) starts them on
+        the 0.5-s window grid; smaller steps shift the windows themselves (1: any sample).
     checkpoint_dir : str or None
         Folder for ``tune-resume.pt``, written after every epoch; a later ``fit`` with the same
         folder continues from it.
@@ -157,6 +160,7 @@ class LeafInstructionTuner(BaseEstimator):
         "p_default": [Interval(Real, 0, 1, closed="both")],
         "p_level2": [Interval(Real, 0, 1, closed="both")],
         "crop_windows": [Interval(Integral, 0, None, closed="left")],
+        "crop_step": [Interval(Integral, 1, 100, closed="both")],
         "checkpoint_dir": [str, None],
         "distributed": ["boolean"],
         "device": [str],
@@ -168,8 +172,8 @@ class LeafInstructionTuner(BaseEstimator):
                  spectral_memory=True, alignment="euclidean", text_encoder=DEFAULT_TEXT_ENCODER,
                  max_epochs=8, lr=2e-4, lr_tokenizer=1e-3, weight_decay=1e-3, warmup_epochs=1.0,
                  batch_size=32, logit_scale=10.0, softmax_over="task", p_default=0.1, p_level2=0.9,
-                 crop_windows=1, checkpoint_dir=None, distributed=False, device="auto", verbose=1,
-                 random_state=0):
+                 crop_windows=1, crop_step=100, checkpoint_dir=None, distributed=False,
+                 device="auto", verbose=1, random_state=0):
         self.checkpoint = checkpoint
         self.size = size
         self.config = config
@@ -188,6 +192,7 @@ class LeafInstructionTuner(BaseEstimator):
         self.p_default = p_default
         self.p_level2 = p_level2
         self.crop_windows = crop_windows
+        self.crop_step = crop_step
         self.checkpoint_dir = checkpoint_dir
         self.distributed = distributed
         self.device = device
@@ -449,7 +454,8 @@ class LeafInstructionTuner(BaseEstimator):
             target = torch.where(flip, swapped, target)
         n_windows = x.shape[-1] // 100
         if self.crop_windows and n_windows > self.crop_windows + 1:
-            offset = int(rng.integers(0, self.crop_windows + 1)) * 100
+            offset = int(rng.integers(0, self.crop_windows * 100 // self.crop_step + 1)
+                         ) * self.crop_step
             x = x[..., offset: offset + (n_windows - self.crop_windows) * 100]
         return x, target
 

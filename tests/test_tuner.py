@@ -147,3 +147,22 @@ def test_cli_tune_names_a_subject_that_is_not_on_disk(capsys, monkeypatch, tmp_p
     assert main(["tune", "--moabb", "Kalunga2016:12", "--out", str(tmp_path / "run")]) == 2
     err = capsys.readouterr().err
     assert "Kalunga2016 subject 12 is not on this machine" in err and "Traceback" not in err
+
+
+def test_crops_start_on_the_window_grid_unless_crop_step_is_smaller():
+    tuner = _tuner(crop_windows=1)
+    task = {"data": torch.arange(600.0).expand(8, 2, 600), "targets": torch.zeros(8, dtype=int),
+            "mirror": None}
+    index = torch.arange(8)
+
+    def starts(step, seed=0):
+        tuner.set_params(crop_step=step)
+        rng = np.random.default_rng(seed)
+        return {int(tuner._augment(task, index, rng)[0][0, 0, 0]) for _ in range(40)}
+
+    assert starts(100) == {0, 100}
+    shifted = starts(1)
+    assert len(shifted) > 10 and max(shifted) <= 100 and any(s % 100 for s in shifted)
+    assert tuner._augment(task, index, np.random.default_rng(0))[0].shape[-1] == 500
+    with pytest.raises(ValueError, match="crop_step"):
+        _tuner(crop_step=0).fit(_tasks())
