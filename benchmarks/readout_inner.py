@@ -24,7 +24,7 @@ Run from the repository root after ``tune_inner.py --fold K --out runs/X``::
         OMP_NUM_THREADS=1 .venv/bin/python benchmarks/readout_inner.py --fold K --model runs/X
 
 Prints one line per dataset, evaluation and pipeline (mean over validation subjects, ROC AUC for
-PhysioNet, accuracy for Kalunga2016) and writes ``readouts.json`` into the model's folder.
+PhysioNet, accuracy for Kalunga2016) and adds them to ``readouts.json`` in the model's folder.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tune_inner import SPLITS, load, use_fold  # noqa: E402
 
 from leaf_sk import LeafEncoder, LeafInstructionClassifier  # noqa: E402
+from leaf_sk._atomic import write_text_atomic  # noqa: E402
 from leaf_sk.benchmark import INSTRUCTIONS, label_text  # noqa: E402
 from leaf_sk.tuner import MODEL_FILE  # noqa: E402
 
@@ -108,7 +109,9 @@ def main(argv=None):
     torch.set_num_threads(1)
     folder = Path(args.model)
     checkpoint = str(folder / MODEL_FILE)
-    report = {"args": vars(args)}
+    path = folder / "readouts.json"
+    report = json.loads(path.read_text()) if path.exists() else {}
+    report["args"] = vars(args)
     for name in args.datasets:
         X, y, subject, ch_names, sfreq = load(name)
         split = SPLITS[name]
@@ -119,7 +122,7 @@ def main(argv=None):
         if args.pipelines:
             candidates = {k: v for k, v in candidates.items() if k in args.pipelines}
         fit_rows = np.isin(subject, split["fit"])
-        report[name] = {}
+        report.setdefault(name, {})
         for label, estimator in candidates.items():
             within, cross = {}, {}
             for s in split["valid"]:
@@ -142,7 +145,7 @@ def main(argv=None):
                   f"({', '.join(f's{k} {v:.2f}' for k, v in within.items())}); cross "
                   f"{np.mean(list(cross.values())):.3f} "
                   f"({', '.join(f's{k} {v:.2f}' for k, v in cross.items())})", flush=True)
-    (folder / "readouts.json").write_text(json.dumps(report, indent=1))
+            write_text_atomic(path, json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -255,11 +255,17 @@ class LeafInstructionTuner(BaseEstimator):
     # --- model and training -----------------------------------------------------------------
 
     def _build(self, encoder, seed):
-        model, info = build_model(self.checkpoint, self.size, encoder.dim, seed, config=self.config)
+        overrides = dict(self.config or {})
+        # Applied with the memories below: without them the Q-Former would have nothing to read.
+        tower_memory = overrides.pop("tower_memory", None)
+        model, info = build_model(self.checkpoint, self.size, encoder.dim, seed,
+                                  config=overrides or None)
         added = {name: True for name in ("power_memory", "spectral_memory")
                  if getattr(self, name) and not getattr(model.config, name)}
-        if "spectral_memory" in added and "spectral_sites" not in (self.config or {}):
+        if "spectral_memory" in added and "spectral_sites" not in overrides:
             added["spectral_sites"] = list(OCCIPITAL_SITES)
+        if tower_memory is not None and tower_memory != model.config.tower_memory:
+            added["tower_memory"] = tower_memory
         if added:
             with seeded(seed):
                 bigger = LeafModel(model.config.replace(**added))
