@@ -131,6 +131,23 @@ def test_spectral_memory_is_trained_saved_and_loaded(tmp_path):
     np.testing.assert_array_equal(clf.decision_function(X[[5]])[0], full[5])
 
 
+def test_a_tower_free_instruction_path_is_tuned_saved_and_loaded(tmp_path):
+    tuner = _tuner(max_epochs=1, config={"tower_memory": False}).fit(_tasks())
+    config = tuner.model_.config
+    assert not config.tower_memory and config.power_memory and config.spectral_memory
+    path = tuner.save(tmp_path / "tuned.safetensors")
+    assert read_metadata(path)["config"]["tower_memory"] is False
+    X, y = _tasks()[0].X, _tasks()[0].y
+    clf = LeafInstructionClassifier(path, max_epochs=0, instruction="motor imagery",
+                                    ch_names=_tasks()[0].ch_names, sfreq=_tasks()[0].sfreq,
+                                    text_encoder="hashing").fit(X, y)
+    assert not clf.module_.model.config.tower_memory
+    assert clf.predict_proba(X).shape == (16, 2)
+    with pytest.raises(ValueError, match="nothing to read"):
+        _tuner(config={"tower_memory": False}, power_memory=False,
+               spectral_memory=False).fit(_tasks())
+
+
 def test_cli_tune_refuses_a_config_that_is_not_json(capsys):
     from leaf_sk.cli import main
 
