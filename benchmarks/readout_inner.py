@@ -11,10 +11,12 @@ evaluations would:
 Pipelines (every one with Euclidean alignment, as the checkpoint was trained):
 
 - ``direct``: ``LeafInstructionClassifier(max_epochs=0)``, level 2 (nothing fitted);
-- ``finetuned-E``: the same classifier fine-tuned ``E`` epochs from the fold's model;
+- ``finetuned-E[-PART]``: the same classifier fine-tuned ``E`` epochs from the fold's model
+  (``PART`` frozen: ``tokenizer`` or ``encoder``, the whole Tower);
 - ``logvar+LR``: ``LeafEncoder(pooling="logvar")``, scaler, logistic regression;
 - ``qformer+LR``: ``LeafEncoder(instruction=..., instruction_level=2)``, scaler, logistic
-  regression on the Q-Former's embedding;
+  regression on the Q-Former's embedding (``qformer0+LR``: at level 0, the placeholder
+  instruction, which names no task);
 - baselines of the same folds: ``TS+LR`` (OAS covariances, tangent space, logistic
   regression) and ``CSP+LDA`` (8 components).
 
@@ -52,14 +54,14 @@ from leaf_sk.benchmark import INSTRUCTIONS, label_text  # noqa: E402
 from leaf_sk.tuner import MODEL_FILE  # noqa: E402
 
 
-def pipelines(checkpoint, family, texts, ch_names, sfreq, epochs):
+def pipelines(checkpoint, family, texts, ch_names, sfreq, epochs, freezes=("none",)):
     common = dict(checkpoint=checkpoint, ch_names=ch_names, sfreq=sfreq, alignment="euclidean")
     instruction = INSTRUCTIONS[family]
 
-    def classifier(n):
+    def classifier(n, freeze="none"):
         return LeafInstructionClassifier(**common, instruction=instruction, instruction_level=2,
                                          label_texts=texts, max_epochs=n, batch_size=32,
-                                         random_state=0, verbose=0)
+                                         freeze=freeze, random_state=0, verbose=0)
 
     def lr():
         return [StandardScaler(), LogisticRegression(max_iter=1000)]
@@ -68,9 +70,13 @@ def pipelines(checkpoint, family, texts, ch_names, sfreq, epochs):
            "logvar+LR": make_pipeline(LeafEncoder(**common, pooling="logvar"), *lr()),
            "qformer+LR": make_pipeline(LeafEncoder(**common, instruction=instruction,
                                                    instruction_level=2,
-                                                   label_texts=list(texts.values())), *lr())}
+                                                   label_texts=list(texts.values())), *lr()),
+           "qformer0+LR": make_pipeline(LeafEncoder(**common, instruction=instruction,
+                                                    instruction_level=0), *lr())}
     for n in epochs:
-        out[f"finetuned-{n}"] = classifier(n)
+        for freeze in freezes:
+            out[f"finetuned-{n}" + ("" if freeze == "none" else f"-{freeze}")] = classifier(
+                n, freeze)
     from mne.decoding import CSP
     from pyriemann.estimation import Covariances
     from pyriemann.tangentspace import TangentSpace
@@ -103,6 +109,9 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="folder of a tune_inner.py run")
     parser.add_argument("--datasets", nargs="+", default=list(SPLITS), choices=list(SPLITS))
     parser.add_argument("--finetune-epochs", nargs="*", type=int, default=[5, 20])
+    parser.add_argument("--freeze", nargs="+", default=["none"],
+                        choices=["none", "tokenizer", "encoder"],
+                        help="frozen parts of the fine-tuned classifiers")
     parser.add_argument("--pipelines", nargs="*", default=None, help="only these")
     args = parser.parse_args(argv)
     use_fold(args.fold)
@@ -118,7 +127,7 @@ def main(argv=None):
         texts = {e: label_text(e, split["paradigm_family"]) for e in np.unique(y)}
         binary = len(texts) == 2
         candidates = pipelines(checkpoint, split["paradigm_family"], texts, ch_names, sfreq,
-                               args.finetune_epochs)
+                               args.finetune_epochs, args.freeze)
         if args.pipelines:
             candidates = {k: v for k, v in candidates.items() if k in args.pipelines}
         fit_rows = np.isin(subject, split["fit"])

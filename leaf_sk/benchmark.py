@@ -441,7 +441,7 @@ def _step(name, module, **parameters):
     return step
 
 
-def pipeline_configs(family, events, *, checkpoint="leaf-small-bci", fine_tune_epochs=10,
+def pipeline_configs(family, events, *, checkpoint="leaf-small-bci", fine_tune_epochs=5,
                      ch_names=None, sfreq=None, random_state=0):
     """Every pipeline ``leaf-sk benchmark`` knows for a paradigm family, in MOABB's file format.
 
@@ -618,7 +618,7 @@ def select_pipelines(configs, pipelines=None):
     return chosen
 
 
-def write_pipeline_files(folder, dataset, *, checkpoint="leaf-small-bci", fine_tune_epochs=10,
+def write_pipeline_files(folder, dataset, *, checkpoint="leaf-small-bci", fine_tune_epochs=5,
                          pipelines="all"):
     """Write the pipelines for a dataset as MOABB pipeline files (YAML), one per pipeline.
 
@@ -979,7 +979,7 @@ class _Units:
 
 def run_benchmark(dataset, *, subjects=None, train_subjects=None, evaluation="both",
                   pipelines=None, extra_pipelines=None, checkpoint="leaf-small-bci",
-                  fine_tune_epochs=10, paradigm=None, out=None, resume=True, progress=False,
+                  fine_tune_epochs=5, paradigm=None, out=None, resume=True, progress=False,
                   random_state=0):
     """Evaluate LEAF pipelines beside the baselines in the same MOABB evaluation objects.
 

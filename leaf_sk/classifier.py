@@ -143,7 +143,9 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     text_encoder : str
         Sentence encoder name or path (default all-MiniLM-L6-v2), or ``"hashing"``.
     max_epochs : int
-        Training epochs; 0 is direct inference from the label texts (zero-shot).
+        Training epochs; 0 is direct inference from the label texts (zero-shot). The default,
+        5 (with ``freeze="auto"``), scored best of 0, 5 and 20 epochs on the training
+        subjects' inner folds (benchmarks/RESULTS.md, "Inner folds").
     lr : float
         Peak learning rate of everything but the tokenizer (AdamW).
     lr_tokenizer : float
@@ -156,8 +158,14 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         Trials per training step and per forward pass at prediction, which reads,
         preprocesses and scores the trials a block at a time (numpy memmaps are read block
         by block).
-    freeze : {"none", "encoder", "tokenizer"}
-        Parts of the network kept fixed during training.
+    freeze : {"auto", "none", "encoder", "tokenizer"}
+        Parts of the network kept fixed during training: the Tower (``"encoder"``), its
+        tokenizer, or nothing. ``"auto"`` (default) is ``"encoder"`` when the checkpoint holds
+        an instruction-tuned Q-Former (``"leaf-small-bci"``, release files with a Q-Former), so
+        that fitting adapts only the Q-Former; ``"none"`` otherwise (random weights, a Tower
+        alone). On the training subjects' inner folds, five epochs with the Tower frozen were
+        the one setting that was not below direct inference in either evaluation
+        (benchmarks/RESULTS.md, "Inner folds").
     logit_scale : float
         Multiplies the cosine similarities before the softmax. The release uses 1 (no
         temperature); here that cannot fit close label texts: "Left hand" and "Right hand"
@@ -206,6 +214,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         Per-epoch training record.
     precision_ : {"float32", "bfloat16"}
         The precision of prediction.
+    freeze_ : {"none", "encoder", "tokenizer"}
+        The parts kept fixed in training (``freeze`` with ``"auto"`` resolved).
     channel_map_, ch_names_, sfreq_, n_features_in_
         As in :class:`LeafEncoder`.
 
@@ -221,7 +231,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         **TRAINING_CONSTRAINTS,
         "label_texts": [dict, list, tuple, np.ndarray, None],
         "max_epochs": [Interval(Integral, 0, None, closed="left")],
-        "freeze": [StrOptions({"none", "encoder", "tokenizer"})],
+        "freeze": [StrOptions({"auto", "none", "encoder", "tokenizer"})],
         "balance_classes": ["boolean"],
         "warm_start": ["boolean"],
         "callbacks": [list, None],
@@ -234,8 +244,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
     def __init__(self, checkpoint="leaf-small-bci", *, size="small", ch_names=None, sfreq=None,
                  units=None, alignment="auto", release_compat="auto", instruction=None,
                  instruction_level=2, label_texts=None,
-                 text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=20, lr=2e-4, lr_tokenizer=1e-3,
-                 weight_decay=1e-3, warmup_epochs=1.0, batch_size=32, freeze="none",
+                 text_encoder=DEFAULT_TEXT_ENCODER, max_epochs=5, lr=2e-4, lr_tokenizer=1e-3,
+                 weight_decay=1e-3, warmup_epochs=1.0, batch_size=32, freeze="auto",
                  logit_scale=10.0, balance_classes=True, warm_start=False, callbacks=None,
                  train_split=None, device="auto", precision="auto", verbose=0, random_state=None):
         self.checkpoint = checkpoint
@@ -354,8 +364,11 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
                                   release_compat=self.release_compat_)
         if not self.max_epochs:
             warn_if_qformer_untrained(info, self.checkpoint, "Zero-shot decoding (max_epochs=0)")
+        self.freeze_ = (self.freeze if self.freeze != "auto"
+                        else "encoder" if "qformer" in info.get("parts", []) else "none")
         module = AlignmentModule(model, torch.from_numpy(self.prototypes_),
-                                 torch.from_numpy(self.instruction_vector_), self.logit_scale, self.freeze)
+                                 torch.from_numpy(self.instruction_vector_), self.logit_scale,
+                                 self.freeze_)
         self.net_ = None
         self.history_ = []
         if self.max_epochs:

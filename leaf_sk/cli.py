@@ -119,7 +119,7 @@ def _build_parser():
                        help="LEAF checkpoint: a packaged name, a .safetensors file or a "
                             "`leaf-sk pretrain` folder; 'none' for random weights. Refused "
                             "when its provenance lists a test subject")
-    bench.add_argument("--fine-tune-epochs", type=int, default=10, metavar="N",
+    bench.add_argument("--fine-tune-epochs", type=int, default=5, metavar="N",
                        help="training epochs of LEAF-finetuned")
     bench.add_argument("--out", default=None, metavar="DIR",
                        help="folder for the scores, tables and plots; none means "

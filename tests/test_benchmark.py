@@ -68,7 +68,7 @@ def test_label_texts_and_cca_frequencies_follow_moabb_label_encoding():
     (tuned,) = configs["LEAF-finetuned"]["steps"]
     assert tuned["parameters"]["label_texts"] == {0: "13 Hz flicker", 1: "17 Hz flicker",
                                                   2: "21 Hz flicker"}
-    assert tuned["parameters"]["max_epochs"] == 10
+    assert tuned["parameters"]["max_epochs"] == 5
     assert configs["LEAF-zeroshot"]["steps"][0]["parameters"]["max_epochs"] == 0
     with_rest = lb.pipeline_configs("ssvep", ["13", "17", "21", "rest"])
     assert "CCA" not in with_rest  # it cannot recognise a class without a frequency

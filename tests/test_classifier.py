@@ -158,6 +158,22 @@ def test_frozen_parts_do_not_change(make_clf, trials, freeze, frozen_prefixes, t
                for name in before if name.startswith(trained_prefix))
 
 
+def test_auto_freeze_trains_only_an_instruction_tuned_qformer(make_clf, trials, tmp_path):
+    from leaf_sk.checkpoint import save_checkpoint
+
+    X, y = trials
+    random_start = make_clf(max_epochs=1).fit(X, y)
+    assert random_start.freeze_ == "none"  # random weights: everything trains
+    path = save_checkpoint(tmp_path / "tuned.safetensors", random_start.module_.model,
+                           text_encoder="hashing")
+    before = _state(make_clf(checkpoint=str(path), max_epochs=0).fit(X, y).module_)
+    tuned = make_clf(checkpoint=str(path), max_epochs=2).fit(X, y)
+    assert tuned.freeze_ == "encoder"
+    after = _state(tuned.module_)
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("model.tower."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("model.qformer."))
+
+
 def test_refit_with_the_same_seed_gives_the_same_model(make_clf, trials):
     X, y = trials
     clf = make_clf(max_epochs=2)
