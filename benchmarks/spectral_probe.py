@@ -1,6 +1,7 @@
 """Where SSVEP information lives: logistic regression on fixed spectra, Kalunga2016 inner split.
 
-Fit subjects 1-5, validation 6 and 8 (training subjects only; no test subject is loaded).
+Fit subjects 1-5, validation 6 and 8, or another fold of ``tune_inner.FOLDS`` with ``--fold``
+(training subjects only; no test subject is loaded).
 Each subject's trials are Euclidean-aligned on their own; features are the log of the power
 averaged over non-overlapping 0.5-s Hann-tapered windows, standardised, then
 ``LogisticRegression(C=0.1)``. Rows: the recorded channels before the template, their rows of
@@ -26,7 +27,7 @@ from leaf_sk._input import make_channel_map, read_trials, to_template
 from leaf_sk.alignment import align_trials
 from leaf_sk.montage import TEMPLATE_CH_NAMES
 
-from tune_inner import SPLITS, load
+from tune_inner import FOLDS, SPLITS, load, use_fold
 
 
 def window_power(data, window):
@@ -45,7 +46,13 @@ def score(features, y, subject, split):
             for s in split["valid"]}
 
 
-def main():
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fold", type=int, default=0, choices=range(len(FOLDS["Kalunga2016"])),
+                        help="which training subjects validate (tune_inner.FOLDS)")
+    use_fold(parser.parse_args(argv).fold)
     warnings.simplefilter("ignore")
     split = SPLITS["Kalunga2016"]
     X, y, subject, ch_names, sfreq = load("Kalunga2016")

@@ -144,8 +144,9 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         Sentence encoder name or path (default all-MiniLM-L6-v2), or ``"hashing"``.
     max_epochs : int
         Training epochs; 0 is direct inference from the label texts (zero-shot). The default,
-        5 (with ``freeze="auto"``), scored best of 0, 5 and 20 epochs on the training
-        subjects' inner folds (benchmarks/RESULTS.md, "Inner folds").
+        5 with ``freeze="auto"``, was the one setting tried (0 epochs; 5 epochs with or
+        without the Tower frozen) that was not below direct inference in either evaluation on
+        the training subjects' inner folds (benchmarks/RESULTS.md, "Inner folds").
     lr : float
         Peak learning rate of everything but the tokenizer (AdamW).
     lr_tokenizer : float
@@ -163,9 +164,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         tokenizer, or nothing. ``"auto"`` (default) is ``"encoder"`` when the checkpoint holds
         an instruction-tuned Q-Former (``"leaf-small-bci"``, release files with a Q-Former), so
         that fitting adapts only the Q-Former; ``"none"`` otherwise (random weights, a Tower
-        alone). On the training subjects' inner folds, five epochs with the Tower frozen were
-        the one setting that was not below direct inference in either evaluation
-        (benchmarks/RESULTS.md, "Inner folds").
+        alone). See ``max_epochs``.
     logit_scale : float
         Multiplies the cosine similarities before the softmax. The release uses 1 (no
         temperature); here that cannot fit close label texts: "Left hand" and "Right hand"

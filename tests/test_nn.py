@@ -264,3 +264,29 @@ def test_tower_memory_off_leaves_the_tower_out_of_the_instruction_path(tiny):
         tiny.replace(tower_memory=False)
     with pytest.raises(ValueError, match="tower_memory must be True or False"):
         tiny.replace(power_memory=True, tower_memory=0)
+
+
+def test_trial_spectral_token_is_the_log_of_the_window_averaged_power():
+    from leaf_sk.nn.spectral import window_log_spectrum
+
+    x = torch.randn(2, 3, 400, dtype=torch.float64)
+    windows = window_log_spectrum(x, 100)
+    trial = window_log_spectrum(x, 100, tokens="trial")
+    both = window_log_spectrum(x, 100, tokens="both")
+    assert windows.shape == (2, 4, 3 * 21) and trial.shape == (2, 1, 3 * 21)
+    torch.testing.assert_close(trial[:, 0], torch.log((windows.exp() - 1e-6).mean(dim=1) + 1e-6))
+    torch.testing.assert_close(both, torch.cat([windows, trial], dim=1))
+    # Averaging power before the log steadies it: less spread over trials of white noise.
+    noise = window_log_spectrum(torch.randn(200, 1, 400, dtype=torch.float64), 100, tokens="both")
+    assert noise[:, -1].std(dim=0).mean() < 0.7 * noise[:, 0].std(dim=0).mean()
+    with pytest.raises(ValueError, match="spectral_tokens"):
+        LeafConfig.from_size("tiny", spectral_memory=True, spectral_tokens="mean")
+
+
+def test_spectral_tokens_reach_the_model_in_every_form(tiny):
+    for tokens, count in (("window", 3), ("trial", 1), ("both", 4)):
+        config = tiny.replace(spectral_memory=True, spectral_tokens=tokens)
+        model = LeafModel(LeafConfig.from_dict(config.to_dict())).eval()
+        x = torch.randn(2, 65, 300)
+        assert model.spectral(x).shape[1] == count
+        assert model(x, torch.randn(12)).shape == (2, 12)

@@ -72,6 +72,9 @@ class LeafConfig:
         Spatial filters of the spectral memory.
     spectral_sites : list of str or None
         Template sites the spectral memory's filters read (None: all 65).
+    spectral_tokens : {"window", "trial", "both"}
+        The spectral memory's tokens: one per 0.5-s window (default), one per trial (the log
+        of the power averaged over the windows, Welch's estimate), or both.
     tower_memory : bool
         Whether the Q-Former cross-attends to the Tower's 2N tokens (True, as in the paper).
         False, leaf-sk's option, leaves the Tower out of the instruction path: the Q-Former
@@ -104,6 +107,7 @@ class LeafConfig:
     spectral_memory: bool = False
     spectral_filters: int = 16
     spectral_sites: list | None = None
+    spectral_tokens: str = "window"
     tower_memory: bool = True
 
     def __post_init__(self):
@@ -118,6 +122,9 @@ class LeafConfig:
             raise ValueError(
                 f"LeafConfig.d_model={self.d_model} must be divisible by n_heads={self.n_heads} "
                 f"and iqf_heads={self.iqf_heads}.")
+        if self.spectral_tokens not in ("window", "trial", "both"):
+            raise ValueError("LeafConfig.spectral_tokens must be 'window', 'trial' or 'both', "
+                             f"got {self.spectral_tokens!r}.")
         if self.iqf_positions not in ("branch", "contiguous"):
             raise ValueError(
                 f"LeafConfig.iqf_positions must be 'branch' or 'contiguous', got {self.iqf_positions!r}.")

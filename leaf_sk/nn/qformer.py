@@ -70,9 +70,9 @@ class QFormer(nn.Module):
         power : Tensor, shape (batch, n_windows, n_filters), optional
             Log band power per window and tokenizer filter; required when
             ``config.power_memory``, refused otherwise.
-        spectrum : Tensor, shape (batch, n_windows, spectral_dim), optional
-            Log power spectra per window (:func:`~leaf_sk.nn.spectral.window_log_spectrum`);
-            required when ``config.spectral_memory``, refused otherwise.
+        spectrum : Tensor, shape (batch, n_spectral_tokens, spectral_dim), optional
+            Log power spectra per window or per trial
+            (:func:`~leaf_sk.nn.spectral.window_log_spectrum`); required when ``config.spectral_memory``, refused otherwise.
 
         Returns
         -------

@@ -24,7 +24,7 @@ def spectral_bins(window_samples, sfreq=TEMPLATE_SFREQ, band=SPECTRAL_BAND_HZ):
     return range(math.ceil(band[0] / step - 1e-9), math.floor(band[1] / step + 1e-9) + 1)
 
 
-def window_log_spectrum(x, window_samples, eps=1e-6):
+def window_log_spectrum(x, window_samples, eps=1e-6, tokens="window"):
     """Log power of each row at each kept frequency bin, per non-overlapping window.
 
     Each window is tapered by a Hann window before its real FFT.
@@ -37,11 +37,16 @@ def window_log_spectrum(x, window_samples, eps=1e-6):
         Samples per window (100 = 0.5 s at 200 Hz).
     eps : float
         Added to the power before the log.
+    tokens : {"window", "trial", "both"}
+        One log spectrum per window; one per trial, the log of the power averaged over the
+        windows (Welch's estimate, steadier than any single window's); or the windows' then
+        the trial's.
 
     Returns
     -------
-    Tensor, shape (batch, n_windows, n_rows * n_bins)
-        Row-major: index ``row * n_bins + bin``, bins as in :func:`spectral_bins`.
+    Tensor, shape (batch, n_tokens, n_rows * n_bins)
+        ``n_tokens`` is ``n_windows``, 1 or ``n_windows + 1``. Row-major: index
+        ``row * n_bins + bin``, bins as in :func:`spectral_bins`.
     """
     batch, n_rows, n_times = x.shape
     n_windows = n_times // window_samples
@@ -51,9 +56,16 @@ def window_log_spectrum(x, window_samples, eps=1e-6):
                               device=x.device)
     spectrum = torch.fft.rfft(windows.float() * taper, dim=-1)
     bins = spectral_bins(window_samples)
-    power = spectrum[..., bins.start:bins.stop].abs().square()
-    log_power = torch.log(power / window_samples + eps).to(x.dtype)
-    return log_power.transpose(1, 2).reshape(batch, n_windows, n_rows * len(bins))
+    power = spectrum[..., bins.start:bins.stop].abs().square() / window_samples
+    parts = []
+    if tokens in ("window", "both"):
+        parts.append(power)
+    if tokens in ("trial", "both"):
+        parts.append(power.mean(dim=2, keepdim=True))
+    if not parts:
+        raise ValueError(f"tokens must be 'window', 'trial' or 'both', got {tokens!r}.")
+    log_power = torch.log(torch.cat(parts, dim=2) + eps).to(x.dtype)
+    return log_power.transpose(1, 2).reshape(batch, log_power.shape[2], n_rows * len(bins))
 
 
 class SpectralMemory(nn.Module):
@@ -83,7 +95,9 @@ class SpectralMemory(nn.Module):
 
         Returns
         -------
-        Tensor, shape (batch, n_windows, spectral_dim)
+        Tensor, shape (batch, n_tokens, spectral_dim)
+            ``n_tokens`` as ``config.spectral_tokens`` says (see :func:`window_log_spectrum`).
         """
         filtered = torch.einsum("kc,bct->bkt", self.spatial.weight, x[:, self.rows])
-        return window_log_spectrum(filtered, self.config.window_samples)
+        return window_log_spectrum(filtered, self.config.window_samples,
+                                   tokens=self.config.spectral_tokens)
