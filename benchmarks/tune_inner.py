@@ -17,7 +17,9 @@ No test subject (PhysioNet 15-18, 42; Kalunga2016 9-11) and no reserved PhysioNe
 
 Prints per-epoch training lines, then per validation subject the accuracy (and ROC AUC for
 PhysioNet), and writes ``scores.json`` beside the tuned model. The EEG arrays are cached in
-``$TMPDIR`` after the first run.
+``$TMPDIR`` after the first run. ``--fold 1``, ``2`` or ``3`` hold out other training subjects
+(:data:`FOLDS`; fold 0 is the split above); ``--baseline EEGNet`` or ``ShallowFBCSPNet``
+scores that network trained from scratch on the fit subjects instead of a tuned LEAF.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
+from leaf_sk._atomic import write_text_atomic
 from leaf_sk._input import make_channel_map, read_trials, to_template
 from leaf_sk.alignment import align_trials
 from leaf_sk.benchmark import label_text
@@ -145,7 +148,7 @@ def run_baseline(args, data):
         print(f"{name} {args.baseline}: validation {key} " + ", ".join(
             f"s{s} {v[key]:.3f}" for s, v in valid.items())
             + f"; mean {np.mean([v[key] for v in valid.values()]):.3f}", flush=True)
-    (out / "scores.json").write_text(json.dumps(report, indent=1))
+    write_text_atomic(out / "scores.json", json.dumps(report, indent=1))
 
 
 def main(argv=None):
@@ -195,7 +198,7 @@ def main(argv=None):
             + f"; mean {np.mean([v[key] for v in valid.values()]):.3f}"
             + f"; fit subjects (aligned per subject) mean "
             f"{np.mean([v[key] for v in fit.values()]):.3f}", flush=True)
-    (out / "scores.json").write_text(json.dumps(report, indent=1))
+    write_text_atomic(out / "scores.json", json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ class QFormer(nn.Module):
             ``config.power_memory``, refused otherwise.
         spectrum : Tensor, shape (batch, n_spectral_tokens, spectral_dim), optional
             Log power spectra per window or per trial
-            (:func:`~leaf_sk.nn.spectral.window_log_spectrum`); required when ``config.spectral_memory``, refused otherwise.
+            (:func:`~leaf_sk.nn.spectral.window_log_spectrum`); required when
+            ``config.spectral_memory``, refused otherwise.
 
         Returns
         -------
