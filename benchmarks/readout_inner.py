@@ -10,9 +10,10 @@ evaluations would:
 
 Pipelines (every one with Euclidean alignment, as the checkpoint was trained):
 
-- ``direct``: ``LeafInstructionClassifier(max_epochs=0)``, level 2 (nothing fitted);
+- ``direct``: ``LeafInstructionClassifier(max_epochs=0, test_crops=0)``, level 2 (nothing
+  fitted; ``direct+crops``: with ``test_crops=5``, similarities averaged over shifted crops);
 - ``finetuned-E[-PART]``: the same classifier fine-tuned ``E`` epochs from the fold's model
-  (``PART`` frozen: ``tokenizer`` or ``encoder``, the whole Tower);
+  (``PART`` frozen: ``tokenizer`` or ``encoder``, the whole Tower), ``test_crops=0``;
 - ``logvar+LR``: ``LeafEncoder(pooling="logvar")``, scaler, logistic regression;
 - ``qformer+LR``: ``LeafEncoder(instruction=..., instruction_level=2)``, scaler, logistic
   regression on the Q-Former's embedding (``qformer0+LR``: at level 0, the placeholder
@@ -58,15 +59,17 @@ def pipelines(checkpoint, family, texts, ch_names, sfreq, epochs, freezes=("none
     common = dict(checkpoint=checkpoint, ch_names=ch_names, sfreq=sfreq, alignment="euclidean")
     instruction = INSTRUCTIONS[family]
 
-    def classifier(n, freeze="none"):
+    def classifier(n, freeze="none", crops=0):
         return LeafInstructionClassifier(**common, instruction=instruction, instruction_level=2,
                                          label_texts=texts, max_epochs=n, batch_size=32,
-                                         freeze=freeze, random_state=0, verbose=0)
+                                         freeze=freeze, test_crops=crops, random_state=0,
+                                         verbose=0)
 
     def lr():
         return [StandardScaler(), LogisticRegression(max_iter=1000)]
 
     out = {"direct": classifier(0),
+           "direct+crops": classifier(0, crops=5),
            "logvar+LR": make_pipeline(LeafEncoder(**common, pooling="logvar"), *lr()),
            "qformer+LR": make_pipeline(LeafEncoder(**common, instruction=instruction,
                                                    instruction_level=2,
@@ -141,7 +144,7 @@ def main(argv=None):
                 within[int(s)] = float(np.mean([
                     score(fit(clone(estimator), Xs[train], ys[train]), Xs[test], ys[test], binary)
                     for train, test in folds]))
-            if label == "direct":
+            if label.startswith("direct"):
                 model = fit(clone(estimator), X[fit_rows][:len(texts) * 2],
                             np.repeat(sorted(texts), 2))
             else:

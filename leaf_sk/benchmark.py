@@ -1060,20 +1060,23 @@ def run_benchmark(dataset, *, subjects=None, train_subjects=None, evaluation="bo
     common = {"dataset": name, "paradigm": _paradigm_text(paradigm), "events": events,
               "random_state": random_state, "checkpoint": _checkpoint_digest(checkpoint),
               "versions": _versions()}
+    estimators = {**{pipe: build_pipeline(configs[pipe]["steps"]) for pipe in names}, **extra}
     digests = {}
     for kind in kinds:
         split = {"train": train} if kind == "cross" else {}
         for pipe in names:
             steps = configs[pipe]["steps"]
             uses_checkpoint = any(s.get("parameters", {}).get("checkpoint") for s in steps)
+            # The built estimators' parameters cover the defaults the steps leave out: a
+            # changed default recomputes the rows it produced.
             digests[kind, pipe] = _digest({**common, "kind": kind, **split, "steps": steps,
+                                           "estimator": _estimator_digest(estimators[pipe]),
                                            "checkpoint": common["checkpoint"]
                                            if uses_checkpoint else None})
         for pipe, estimator in extra.items():
             digests[kind, pipe] = _digest({**common, "kind": kind, **split,
                                            "estimator": _estimator_digest(estimator)})
     roles = {**{pipe: configs[pipe]["role"] for pipe in names}, **{pipe: "user" for pipe in extra}}
-    estimators = {**{pipe: build_pipeline(configs[pipe]["steps"]) for pipe in names}, **extra}
 
     scores_file = None if out is None else Path(out) / "scores.csv"
     rows = []

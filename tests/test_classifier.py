@@ -174,6 +174,23 @@ def test_auto_freeze_trains_only_an_instruction_tuned_qformer(make_clf, trials, 
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("model.qformer."))
 
 
+def test_prediction_averages_shifted_crops(make_clf, trials):
+    from leaf_sk._input import make_channel_map, read_trials, to_template
+
+    X, y = trials
+    clf = make_clf(max_epochs=1, test_crops=0).fit(X, y)
+    whole = clf.decision_function(X)
+    data = to_template(read_trials(X, ch_names=clf.ch_names_, sfreq=clf.sfreq_),
+                       clf.channel_map_)
+    with torch.no_grad():
+        cos = clf.module_.similarities(torch.from_numpy(data)).numpy()
+    np.testing.assert_allclose(whole, cos[:, 1] - cos[:, 0], atol=1e-5)
+    averaged = clf.set_params(test_crops=5).decision_function(X)
+    assert not np.allclose(averaged, whole)
+    # Still one trial at a time: the same output alone as in the batch.
+    np.testing.assert_array_equal(clf.decision_function(X[[3]])[0], averaged[3])
+
+
 def test_refit_with_the_same_seed_gives_the_same_model(make_clf, trials):
     X, y = trials
     clf = make_clf(max_epochs=2)

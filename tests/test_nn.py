@@ -290,3 +290,22 @@ def test_spectral_tokens_reach_the_model_in_every_form(tiny):
         x = torch.randn(2, 65, 300)
         assert model.spectral(x).shape[1] == count
         assert model(x, torch.randn(12)).shape == (2, 12)
+
+
+def test_crop_averaging_means_the_whole_trial_and_its_shifted_crops():
+    from leaf_sk.nn import crop_averaged
+
+    x = torch.randn(3, 2, 450)  # 4 whole windows and a remainder
+
+    def first_sample(batch):
+        return batch[..., 0]
+
+    averaged = crop_averaged(first_sample, x, 5)
+    starts = [0, 0, 25, 50, 75, 100]  # the whole trial, then the crops
+    torch.testing.assert_close(averaged, torch.stack([x[..., s] for s in starts]).mean(0))
+    seen = []
+    crop_averaged(lambda b: seen.append(b.shape[-1]) or b.sum(-1), x, 5)
+    assert seen == [400] + [300] * 5
+    assert torch.equal(crop_averaged(first_sample, x, 0), x[..., 0])
+    assert torch.equal(crop_averaged(first_sample, x[..., :150], 5), x[..., 0])  # one window
+    torch.testing.assert_close(crop_averaged(first_sample, x, 1), x[..., 0])

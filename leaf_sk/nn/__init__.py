@@ -4,10 +4,11 @@ scikit-learn, skorch or MNE here."""
 from .baselines import EEGNet, ShallowFBCSPNet
 from .config import SIZES, LeafConfig
 from .losses import draw_token_mask, remove_band, str_losses
-from .model import LeafModel, STRPretrainer
+from .model import LeafModel, STRPretrainer, crop_averaged
 from .qformer import QFormer
 from .tokenizer import Tokenizer
 from .tower import Tower
 
 __all__ = ["EEGNet", "SIZES", "LeafConfig", "LeafModel", "QFormer", "STRPretrainer",
-           "ShallowFBCSPNet", "Tokenizer", "Tower", "draw_token_mask", "remove_band", "str_losses"]
+           "ShallowFBCSPNet", "Tokenizer", "Tower", "crop_averaged", "draw_token_mask",
+           "remove_band", "str_losses"]

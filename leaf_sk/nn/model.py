@@ -101,3 +101,38 @@ class LeafModel(nn.Module):
         tokens = (self.tower(x) if cfg.tower_memory
                   else x.new_zeros(len(x), 0, cfg.d_model))
         return self.qformer(tokens, instruction, power, spectrum)
+
+
+def crop_averaged(fn, x, n_crops, window_samples=100):
+    """Mean of ``fn`` over the whole trial and ``n_crops`` crops one window shorter.
+
+    The crops start at ``n_crops`` evenly spaced offsets from 0 to one window, so their token
+    windows fall between those of the whole trial: averaging over them makes the output depend
+    less on where the 0.5-s token grid happens to cut the trial (test-time augmentation, as in
+    cropped decoding). Each trial is processed on its own, so the mean of a trial does not
+    depend on the batch around it.
+
+    Parameters
+    ----------
+    fn : callable
+        Tensor of shape (batch, n_channels, n_times) to a tensor of shape (batch, ...).
+    x : Tensor, shape (batch, n_channels, n_windows * window_samples)
+    n_crops : int
+        Crops averaged with the whole trial; 0 is ``fn(x)`` alone. Trials of fewer than two
+        windows have no shorter crop and get ``fn(x)``.
+    window_samples : int
+
+    Returns
+    -------
+    Tensor, shape of ``fn(x)``.
+    """
+    n_windows = x.shape[-1] // window_samples
+    if n_crops < 1 or n_windows < 2:
+        return fn(x)
+    length = (n_windows - 1) * window_samples
+    offsets = ([0] if n_crops == 1 else
+               [round(i * window_samples / (n_crops - 1)) for i in range(n_crops)])
+    total = fn(x[..., : n_windows * window_samples])
+    for offset in offsets:
+        total = total + fn(x[..., offset: offset + length])
+    return total / (len(offsets) + 1)
