@@ -2,7 +2,8 @@
 
 A model instruction-tuned on the training subjects of our split (``leaf-sk tune``) decodes the
 test subjects of each dataset with no training on them: ``LeafInstructionClassifier(checkpoint,
-max_epochs=0, alignment="euclidean")``, one call per test subject (each subject's trials are
+max_epochs=0, alignment="euclidean", test_crops=0)`` (whole trials, as the paper's direct
+inference), one call per test subject (each subject's trials are
 re-centred on their own), at level 0 (the placeholder instruction), 1 (the task's instruction)
 and 2 (the instruction blended with the label texts). TS+LR, trained cross-subject on the same
 training subjects, runs in the same script on the same trials. Per dataset: balanced accuracy,
@@ -90,7 +91,8 @@ def main(argv=None):
         for level in (0, 1, 2):
             clf = LeafInstructionClassifier(args.checkpoint, instruction=INSTRUCTIONS[family],
                                             instruction_level=level, label_texts=texts, max_epochs=0,
-                                            alignment="euclidean", device="cpu", **info)
+                                            alignment="euclidean", test_crops=0, device="cpu",
+                                            **info)
             clf.fit(X[:len(classes)], None)
             predicted = np.empty(len(y), dtype=object)
             decision = np.zeros(len(y))
