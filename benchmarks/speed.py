@@ -7,7 +7,8 @@ the 65 template channels at 200 Hz and random weights of the "base" and "small" 
 - the network alone (Tower forward, folded tokenizer) at batches 1, 32 and 256: trials/s,
   achieved GFLOP/s and its share of the matrix rate; beside it a straightforward
   implementation (the release's two convolutions, then the same nn.TransformerEncoder layers);
-- LeafEncoder.transform and LeafInstructionClassifier.predict (zero-shot) in trials/s,
+- LeafEncoder.transform and LeafInstructionClassifier.predict (zero-shot, one forward pass
+  per trial: ``test_crops=0``; the default 5 shifted crops cost about 5 more) in trials/s,
   preprocessing included, the share of transform time spent preprocessing, and the latency of
   one trial (batch_size=1);
 - the STR training step with the fused tokenizer against the release's two convolutions.
@@ -103,7 +104,7 @@ def estimators(size, batch_size, precision):
         "LeafEncoder.transform": (LeafEncoder(**common), "transform"),
         "LeafInstructionClassifier.predict": (LeafInstructionClassifier(
             max_epochs=0, text_encoder="hashing-384", instruction="motor imagery",
-            label_texts=["left hand", "right hand"], **common), "predict"),
+            label_texts=["left hand", "right hand"], test_crops=0, **common), "predict"),
     }
 
 
