@@ -39,7 +39,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from mne.decoding import CSP
+from pyriemann.estimation import Covariances
+from pyriemann.tangentspace import TangentSpace
 from sklearn.base import clone
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedKFold
@@ -56,6 +60,7 @@ from leaf_sk.tuner import MODEL_FILE  # noqa: E402
 
 
 def pipelines(checkpoint, family, texts, ch_names, sfreq, epochs, freezes=("none",)):
+    """``{name: estimator}`` of the candidates in the module docstring, for one dataset."""
     common = dict(checkpoint=checkpoint, ch_names=ch_names, sfreq=sfreq, alignment="euclidean")
     instruction = INSTRUCTIONS[family]
 
@@ -80,11 +85,6 @@ def pipelines(checkpoint, family, texts, ch_names, sfreq, epochs, freezes=("none
         for freeze in freezes:
             out[f"finetuned-{n}" + ("" if freeze == "none" else f"-{freeze}")] = classifier(
                 n, freeze)
-    from mne.decoding import CSP
-    from pyriemann.estimation import Covariances
-    from pyriemann.tangentspace import TangentSpace
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-
     out["TS+LR"] = make_pipeline(Covariances("oas"), TangentSpace(metric="riemann"),
                                  LogisticRegression(max_iter=1000))
     out["CSP+LDA"] = make_pipeline(CSP(n_components=8), LinearDiscriminantAnalysis())
