@@ -19,7 +19,8 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from skorch import NeuralNetClassifier
 
 from . import _net
-from ._base import Interval, StrOptions, _fit_context, check_torch_device, torch_seed
+from ._base import (Interval, StrOptions, _fit_context, check_torch_device, predict_in_batches,
+                    torch_seed)
 from ._input import (_check_finite, _epochs_sequence_to_array, _epochs_to_array,
                      as_numeric_array, is_epochs_sequence)
 from ._rng import seeded
@@ -162,11 +163,8 @@ class _ConvNetClassifier(ClassifierMixin, BaseEstimator):
         if sfreq is not None and self.sfreq_ is not None and not np.isclose(sfreq, self.sfreq_):
             raise ValueError(f"X is sampled at {sfreq:g} Hz, but {type(self).__name__} was "
                              f"fitted at {self.sfreq_:g} Hz; resample X to {self.sfreq_:g} Hz.")
-        inputs = torch.from_numpy(self._standardized(data))
-        with torch.no_grad():
-            parts = [self.module_(inputs[i:i + self.batch_size].to(self.device_)).cpu()
-                     for i in range(0, len(inputs), self.batch_size)]
-        return torch.cat(parts).double().numpy()
+        return predict_in_batches(self.module_, self._standardized(data), self.batch_size,
+                                  self.device_).astype(np.float64)
 
     def decision_function(self, X):
         """The network's logits.
