@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import time
@@ -29,6 +30,7 @@ from .nn.spectral import OCCIPITAL_SITES
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
 
 RESUME_FILE = "tune-resume.pt"
+BRANCH_RESUME_FILE = "tune-resume-branch{}.pt"
 MODEL_FILE = "tuned.safetensors"
 _MIRROR = [TEMPLATE_CH_NAMES.index(_mirror_name(name)) for name in TEMPLATE_CH_NAMES]
 
@@ -125,9 +127,19 @@ class LeafInstructionTuner(BaseEstimator):
     crop_step : int
         Granularity of the crops' start, in samples at 200 Hz: 100 (default) starts them on
         the 0.5-s window grid; smaller steps shift the windows themselves (1: any sample).
+    n_branches : int
+        1 (default) trains one run. More: after ``branch_epoch`` epochs the run splits into
+        this many branches that continue from the same weights and optimizer state with their
+        own batches and dropout draws (the first branch continues the single run's), and the
+        tuned model is the average of the branches' weights, BatchNorm statistics included (a
+        model soup, Wortsman et al. 2022). It costs ``n_branches`` times the epochs after
+        ``branch_epoch``. leaf-sk's option, not the paper's; not with ``distributed``.
+    branch_epoch : int
+        Epochs trained before the run branches (with ``n_branches > 1``; below
+        ``max_epochs``).
     checkpoint_dir : str or None
-        Folder for ``tune-resume.pt``, written after every epoch; a later ``fit`` with the same
-        folder continues from it.
+        Folder for ``tune-resume.pt`` (with branches, also ``tune-resume-branch<k>.pt``),
+        written after every epoch; a later ``fit`` with the same folder continues from it.
     distributed : bool
         Train under Hugging Face Accelerate (launch with ``torchrun`` or ``accelerate launch``;
         needs the ``distributed`` extra): each process draws its own batches, gradients are
@@ -144,7 +156,8 @@ class LeafInstructionTuner(BaseEstimator):
     label_space_ : list of str
         The global label texts, in prototype order.
     history_ : list of dict
-        Per epoch: loss and training accuracy (eval mode, level 2) of each task.
+        Per epoch: loss and training accuracy (eval mode, level 2) of each task; with
+        branches, the epochs after ``branch_epoch`` once per branch, with its ``branch``.
     """
 
     _parameter_constraints = {
@@ -161,6 +174,8 @@ class LeafInstructionTuner(BaseEstimator):
         "p_level2": [Interval(Real, 0, 1, closed="both")],
         "crop_windows": [Interval(Integral, 0, None, closed="left")],
         "crop_step": [Interval(Integral, 1, 100, closed="both")],
+        "n_branches": [Interval(Integral, 1, None, closed="left")],
+        "branch_epoch": [Interval(Integral, 1, None, closed="left")],
         "checkpoint_dir": [str, None],
         "distributed": ["boolean"],
         "device": [str],
@@ -172,8 +187,9 @@ class LeafInstructionTuner(BaseEstimator):
                  spectral_memory=True, alignment="euclidean", text_encoder=DEFAULT_TEXT_ENCODER,
                  max_epochs=8, lr=2e-4, lr_tokenizer=1e-3, weight_decay=1e-3, warmup_epochs=1.0,
                  batch_size=32, logit_scale=10.0, softmax_over="task", p_default=0.1, p_level2=0.9,
-                 crop_windows=1, crop_step=100, checkpoint_dir=None, distributed=False,
-                 device="auto", verbose=1, random_state=0):
+                 crop_windows=1, crop_step=100, n_branches=1, branch_epoch=2,
+                 checkpoint_dir=None, distributed=False, device="auto", verbose=1,
+                 random_state=0):
         self.checkpoint = checkpoint
         self.size = size
         self.config = config
@@ -193,6 +209,8 @@ class LeafInstructionTuner(BaseEstimator):
         self.p_level2 = p_level2
         self.crop_windows = crop_windows
         self.crop_step = crop_step
+        self.n_branches = n_branches
+        self.branch_epoch = branch_epoch
         self.checkpoint_dir = checkpoint_dir
         self.distributed = distributed
         self.device = device
@@ -290,6 +308,13 @@ class LeafInstructionTuner(BaseEstimator):
         -------
         self
         """
+        branched = self.n_branches > 1
+        if branched and self.branch_epoch >= self.max_epochs:
+            raise ValueError(f"branch_epoch={self.branch_epoch} leaves no epoch to branch: it must be "
+                             f"below max_epochs={self.max_epochs}.")
+        if branched and self.distributed:
+            raise ValueError("n_branches > 1 does not run with distributed=True; train the "
+                             "branches in one process, or use n_branches=1.")
         prepared = self._prepare(tasks)
         device = check_torch_device(self.device)
         accelerator = self._accelerator(device)
@@ -317,8 +342,12 @@ class LeafInstructionTuner(BaseEstimator):
         # Dropout draws from torch's global generator: seeded here, restored on exit, saved and
         # reloaded with the resume file, so that a resumed run repeats the uninterrupted one.
         with seeded(seed + rank):
-            self._train(model, prepared, encoder, prototypes, optimizer, base_lrs, steps_per_epoch,
-                        rng, resume, device, accelerator)
+            self.history_ = []
+            run = (model, prepared, encoder, prototypes, optimizer, base_lrs, steps_per_epoch)
+            self._train(*run, rng, resume, device, accelerator,
+                        last_epoch=self.branch_epoch if branched else self.max_epochs)
+            if branched:
+                self._train_branches(run, rng, seed, device)
         if accelerator is not None:
             model = accelerator.unwrap_model(model)
         self.model_ = model.eval()
@@ -341,10 +370,37 @@ class LeafInstructionTuner(BaseEstimator):
         return Accelerator(cpu=device == "cpu", kwargs_handlers=[
             DistributedDataParallelKwargs(find_unused_parameters=True)])
 
+    def _train_branches(self, run, rng, seed, device):
+        """Train ``n_branches`` continuations of the trunk; the model gets their mean weights."""
+        model, optimizer = run[0], run[4]
+        trunk = {"model": copy.deepcopy(model.state_dict()),
+                 "optimizer": copy.deepcopy(optimizer.state_dict()),
+                 "random_states": (rng.bit_generator.state, torch.get_rng_state())}
+        states = []
+        for branch in range(self.n_branches):
+            model.load_state_dict(trunk["model"])
+            optimizer.load_state_dict(trunk["optimizer"])
+            if branch == 0:
+                rng.bit_generator.state = trunk["random_states"][0]
+                torch.set_rng_state(trunk["random_states"][1])
+            else:
+                rng = np.random.default_rng([seed, 1000 + branch])
+                torch.manual_seed(seed + 1000 + branch)
+            resume = (Path(self.checkpoint_dir) / BRANCH_RESUME_FILE.format(branch)
+                      if self.checkpoint_dir else None)
+            self._train(*run, rng, resume, device, first_epoch=self.branch_epoch + 1,
+                        last_epoch=self.max_epochs, branch=branch)
+            states.append(copy.deepcopy(model.state_dict()))
+        model.load_state_dict({
+            key: (torch.stack([state[key] for state in states]).mean(0)
+                  if value.is_floating_point() else value)
+            for key, value in states[0].items()})
+
     def _train(self, model, prepared, encoder, prototypes, optimizer, base_lrs, steps_per_epoch,
-               rng, resume, device, accelerator=None):
-        """The epochs of :meth:`fit`, from the resume file's when there is one."""
-        self.history_, first_epoch = [], 1
+               rng, resume, device, accelerator=None, *, first_epoch=1, last_epoch=None,
+               branch=None):
+        """Epochs ``first_epoch`` to ``last_epoch`` of :meth:`fit` (or of one branch), from the
+        resume file's when there is one; appends to ``history_``."""
         rank, world = ((accelerator.process_index, accelerator.num_processes)
                        if accelerator is not None else (0, 1))
         network = accelerator.unwrap_model(model) if accelerator is not None else model
@@ -364,12 +420,14 @@ class LeafInstructionTuner(BaseEstimator):
             torch.set_rng_state(torch_rng)
             self.history_, first_epoch = state["history"], state["epoch"] + 1
         schedule = _net.WarmupCosineLR(self.warmup_epochs, final_ratio=0.1)
-        for epoch in range(first_epoch, self.max_epochs + 1):
+        last_epoch = self.max_epochs if last_epoch is None else last_epoch
+        for epoch in range(first_epoch, last_epoch + 1):
             start = time.time()
             model.train()
             plans = {t["name"]: [] for t in prepared}
             losses = {t["name"]: [] for t in prepared}
-            steps = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{self.max_epochs}",
+            steps = tqdm(range(steps_per_epoch), desc=f"epoch {epoch}/{self.max_epochs}"
+                         + ("" if branch is None else f" (branch {branch + 1}/{self.n_branches})"),
                          unit="step", leave=False, disable=not self.verbose or rank != 0,
                          dynamic_ncols=True)
             for step in steps:
@@ -417,6 +475,8 @@ class LeafInstructionTuner(BaseEstimator):
             if world > 1:
                 _average_buffers(network, world)
             record = {"epoch": epoch, "seconds": round(time.time() - start, 1)}
+            if branch is not None:
+                record["branch"] = branch
             mean_losses = torch.tensor([np.mean(losses[t["name"]]) for t in prepared],
                                        dtype=torch.float64)
             if world > 1:  # the history holds the mean over every process's batches

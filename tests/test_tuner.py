@@ -183,3 +183,59 @@ def test_crops_start_on_the_window_grid_unless_crop_step_is_smaller():
     assert tuner._augment(task, index, np.random.default_rng(0))[0].shape[-1] == 500
     with pytest.raises(ValueError, match="crop_step"):
         _tuner(crop_step=0).fit(_tasks())
+
+
+def test_branches_average_their_weights_and_the_first_continues_the_single_run(tmp_path):
+    single = _tuner(max_epochs=3).fit(_tasks())
+    soup = _tuner(max_epochs=3, n_branches=2, branch_epoch=1, checkpoint_dir=str(tmp_path)).fit(_tasks())
+    assert [(row["epoch"], row.get("branch")) for row in soup.history_] == [
+        (1, None), (2, 0), (3, 0), (2, 1), (3, 1)]
+    first, second = (torch.load(tmp_path / tuner_module.BRANCH_RESUME_FILE.format(k),
+                                weights_only=False)["model"] for k in (0, 1))
+    for name, value in single.model_.state_dict().items():
+        torch.testing.assert_close(first[name], value, msg=name)
+    differs = False
+    for name, value in soup.model_.state_dict().items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (first[name] + second[name]) / 2, msg=name)
+            differs |= not torch.equal(first[name], second[name])
+    assert differs  # the second branch drew other batches
+    again = _tuner(max_epochs=3, n_branches=2, branch_epoch=1, checkpoint_dir=str(tmp_path)).fit(_tasks())
+    assert again.history_ == soup.history_  # read back from the finished branches' files
+    for (name, a), b in zip(soup.model_.state_dict().items(), again.model_.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+def test_a_killed_branched_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    whole = _tuner(max_epochs=3, n_branches=2, branch_epoch=1).fit(_tasks())
+    real_atomic_path = tuner_module.atomic_path
+    written = []
+
+    @contextlib.contextmanager
+    def killed_in_the_second_branch(path):
+        with real_atomic_path(path) as tmp:
+            yield tmp
+        written.append(path)
+        if len(written) == 4:  # trunk epoch 1, branch 0 epochs 2-3, branch 1 epoch 2
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tuner_module, "atomic_path", killed_in_the_second_branch)
+    with pytest.raises(KeyboardInterrupt):
+        _tuner(max_epochs=3, n_branches=2, branch_epoch=1, checkpoint_dir=str(tmp_path)).fit(_tasks())
+    monkeypatch.undo()
+    resumed = _tuner(max_epochs=3, n_branches=2, branch_epoch=1,
+                     checkpoint_dir=str(tmp_path)).fit(_tasks())
+    assert [
+        {k: v for k, v in r.items() if k != "seconds"} for r in resumed.history_] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in whole.history_]
+    for (name, a), b in zip(whole.model_.state_dict().items(), resumed.model_.state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+
+
+@pytest.mark.parametrize("params, match", [
+    (dict(n_branches=2, branch_epoch=2, max_epochs=2), "branch_epoch=2 leaves no epoch"),
+    (dict(n_branches=2, branch_epoch=1, distributed=True), "does not run with distributed"),
+])
+def test_branch_settings_that_cannot_run_are_refused(params, match):
+    with pytest.raises(ValueError, match=match):
+        _tuner(**params).fit(_tasks())
