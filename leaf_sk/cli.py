@@ -171,6 +171,11 @@ def _build_parser():
     tune.add_argument("--distributed", action="store_true",
                       help="train under Accelerate; launch with torchrun or accelerate launch")
     tune.add_argument("--max-epochs", type=int, default=8, metavar="N", help="epochs in total")
+    tune.add_argument("--branches", type=int, default=1, metavar="N",
+                      help="after --branch-epoch epochs, train N continuations with their own "
+                           "batches and average their weights (1: one run)")
+    tune.add_argument("--branch-epoch", type=int, default=2, metavar="N",
+                      help="epochs trained before the run branches (below --max-epochs)")
     tune.add_argument("--batch-size", type=int, default=32, metavar="N",
                       help="trials per dataset per step")
     tune.add_argument("--lr", type=float, default=2e-4, help="peak learning rate")
@@ -484,6 +489,11 @@ def _tune(args):
         raise _UsageError("give at least one --moabb NAME:SUBJECTS")
     if args.max_epochs < 1:
         raise _UsageError(f"--max-epochs {args.max_epochs}: give 1 or more")
+    if args.branches < 1:
+        raise _UsageError(f"--branches {args.branches}: give 1 or more")
+    if args.branches > 1 and not 1 <= args.branch_epoch < args.max_epochs:
+        raise _UsageError(f"--branch-epoch {args.branch_epoch}: give 1 to {args.max_epochs - 1} "
+                          f"(below --max-epochs {args.max_epochs})")
     config = _json_option(args.config, "--config")
     if args.threads:
         import torch
@@ -526,7 +536,8 @@ def _tune(args):
         power_memory=not args.no_power_memory, spectral_memory=not args.no_spectral_memory,
         alignment=None if args.no_alignment else "euclidean", max_epochs=args.max_epochs,
         lr=args.lr, lr_tokenizer=args.lr_tokenizer, batch_size=args.batch_size,
-        softmax_over=args.softmax_over, checkpoint_dir=str(out), distributed=args.distributed,
+        softmax_over=args.softmax_over, n_branches=args.branches, branch_epoch=args.branch_epoch,
+        checkpoint_dir=str(out), distributed=args.distributed,
         verbose=0 if args.quiet or not _is_main_process() else 1, random_state=args.seed)
     tuner.fit(tasks)
     if not _is_main_process():

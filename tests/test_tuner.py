@@ -155,6 +155,17 @@ def test_cli_tune_refuses_a_config_that_is_not_json(capsys):
     assert "--config '{kernel' is not JSON" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("options, message", [
+    (["--branches", "0"], "--branches 0: give 1 or more"),
+    (["--branches", "3", "--branch-epoch", "8"], "--branch-epoch 8: give 1 to 7"),
+])
+def test_cli_tune_refuses_branches_that_cannot_run(capsys, options, message):
+    from leaf_sk.cli import main
+
+    assert main(["tune", "--moabb", "Kalunga2016:1", "--out", "unused", *options]) == 2
+    assert message in capsys.readouterr().err
+
+
 def test_cli_tune_names_a_subject_that_is_not_on_disk(capsys, monkeypatch, tmp_path):
     from conftest import offline_without_data
 
