@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from ._atomic import atomic_path
-from .nn import SIZES, LeafConfig, LeafModel
+from .nn import SIZES, LeafConfig, LeafEnsemble, LeafModel
 
 FORMAT_NAME = "leaf-sk"
 FORMAT_VERSION = 1
@@ -59,13 +59,17 @@ def _check_packaged_digest(name, path):
         raise ValueError(
             f"Packaged checkpoint {name!r} has no SHA-256 in leaf_sk/{_PACKAGED_DIR}/{_DIGESTS_FILE}; "
             "every file shipped in the package needs one (add it when adding the file).")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = _sha256(path)
     if digest != expected:
         raise ValueError(
             f"Packaged checkpoint {name!r} ({path}) is damaged: its SHA-256 is {digest}, but "
             f"{expected} was recorded when it was released. Reinstall leaf-sk "
             "(pip install --force-reinstall leaf-sk, or from your clone: pip install -e .).")
     _VERIFIED[name] = key
+
+
+def _sha256(path):
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def resolve_checkpoint(checkpoint):
@@ -169,8 +173,9 @@ def save_checkpoint(path, model, *, text_encoder=None, sfreq=200.0, ch_names=Non
     ----------
     path : str or Path
         Target file; the folder is created if needed.
-    model : LeafModel or STRPretrainer or Tower
-        Any module with a ``config`` and the release's attribute names.
+    model : LeafModel or LeafEnsemble or STRPretrainer or Tower
+        Any module with a ``config`` and the release's attribute names. An ensemble's
+        members are stored under ``members.<i>.``, with ``n_members`` in the JSON.
     text_encoder : str, optional
         Name of the sentence encoder the Q-Former was trained with.
     sfreq : float
@@ -194,7 +199,8 @@ def save_checkpoint(path, model, *, text_encoder=None, sfreq=200.0, ch_names=Non
     state = _prefixed_state_dict(model)
     if dtype is not None:
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    parts = sorted({key.split(".", 1)[0] for key in state})
+    ensemble = isinstance(model, LeafEnsemble)
+    parts = sorted({(key.split(".", 2)[2] if ensemble else key).split(".", 1)[0] for key in state})
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -208,6 +214,8 @@ def save_checkpoint(path, model, *, text_encoder=None, sfreq=200.0, ch_names=Non
         "provenance": provenance or {},
         "history": history or [],
     }
+    if ensemble:
+        meta["n_members"] = len(model.members)
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
@@ -217,7 +225,7 @@ def save_checkpoint(path, model, *, text_encoder=None, sfreq=200.0, ch_names=Non
 
 
 def _prefixed_state_dict(model):
-    if hasattr(model, "tower") and hasattr(model, "qformer"):
+    if isinstance(model, LeafEnsemble) or (hasattr(model, "tower") and hasattr(model, "qformer")):
         return dict(model.state_dict())
     if hasattr(model, "tower"):
         return {f"tower.{k}": v for k, v in model.tower.state_dict().items()}
@@ -302,8 +310,9 @@ def load_checkpoint(checkpoint, *, config=None, d_text=None):
 
     Returns
     -------
-    model : LeafModel
-        In eval mode, float32. Parts absent from the file (the Q-Former of a Tower-only
+    model : LeafModel or LeafEnsemble
+        In eval mode, float32; a :class:`~leaf_sk.nn.LeafEnsemble` for a file written by
+        :func:`combine_checkpoints`. Parts absent from the file (the Q-Former of a Tower-only
         file) keep their random initialisation.
     info : dict
         The checkpoint's JSON document (for release files: ``format="leaf-release"``,
@@ -323,6 +332,7 @@ def load_checkpoint(checkpoint, *, config=None, d_text=None):
 
         info = read_metadata(path)
         config = LeafConfig.from_dict(info["config"])
+        n_members = info.get("n_members")
         try:
             state = load_file(str(path))
         except Exception as exc:
@@ -347,6 +357,7 @@ def load_checkpoint(checkpoint, *, config=None, d_text=None):
                     f"counts cannot be read from its shapes (d_model={config.d_model}). Pass the "
                     f"{MODEL_FILE} of the run (it carries the config; an unfinished run writes "
                     "it once resumed to the end), or config= with the run's LeafConfig.")
+        n_members = None
         info = {"format": "leaf-release", "parts": parts, "config": config.to_dict(),
                 "sfreq": 200.0, "text_encoder": {"name": None, "dim": config.d_text}}
         if resume is not None:
@@ -354,9 +365,59 @@ def load_checkpoint(checkpoint, *, config=None, d_text=None):
     if d_text is not None and "qformer" not in info["parts"] and d_text != config.d_text:
         config = config.replace(d_text=d_text)
         info["config"] = config.to_dict()
-    model = LeafModel(config)
+    model = LeafEnsemble(config, n_members) if n_members else LeafModel(config)
     load_state_dict_checked(model, state, source=path)
     return model.float().eval(), info
+
+
+def combine_checkpoints(paths, path, *, dtype=None, provenance=None):
+    """Write instruction-tuned checkpoints of one config as one :class:`LeafEnsemble` file.
+
+    Parameters
+    ----------
+    paths : sequence of str or os.PathLike
+        Two or more leaf-sk checkpoints (or packaged names) holding Tower and Q-Former, of the
+        same network config, text encoder, sampling rate and template.
+    path : str or Path
+        The ensemble file, written atomically.
+    dtype : torch.dtype, optional
+        Storage dtype (``torch.float16`` halves the file; loading returns float32).
+    provenance : dict, optional
+        Extra facts merged into the recorded provenance; each member's own provenance and the
+        sha256 of its file are recorded under ``members``.
+
+    Returns
+    -------
+    Path
+    """
+    if len(paths) < 2:
+        raise ValueError(f"an ensemble needs two or more checkpoints; got {len(paths)}.")
+    models, members, first = [], [], None
+    for source in paths:
+        model, info = load_checkpoint(source)
+        if isinstance(model, LeafEnsemble) or "qformer" not in info["parts"]:
+            raise ValueError(f"{source}: an ensemble member must be one instruction-tuned model "
+                             f"(Tower and Q-Former); this file holds {info['parts']}"
+                             + (f" of {info['n_members']} members" if info.get("n_members") else "")
+                             + ".")
+        key = {k: info.get(k) for k in ("config", "text_encoder", "sfreq", "ch_names")}
+        if first is None:
+            first = key
+        for name, value in key.items():
+            if value != first[name]:
+                raise ValueError(f"{source}: its {name} differs from that of {paths[0]}; the "
+                                 "members of an ensemble must share config, text encoder, "
+                                 "sampling rate and template.")
+        models.append(model)
+        resolved = resolve_checkpoint(source)
+        members.append({"file": resolved.name, "sha256": _sha256(resolved),
+                        "provenance": info.get("provenance", {}), "history": info.get("history", [])})
+    ensemble = LeafEnsemble(models[0].config, len(models))
+    for member, model in zip(ensemble.members, models):
+        member.load_state_dict(model.state_dict())
+    return save_checkpoint(path, ensemble, text_encoder=first["text_encoder"]["name"],
+                           sfreq=first["sfreq"], ch_names=first["ch_names"], dtype=dtype,
+                           provenance={**(provenance or {}), "members": members})
 
 
 # --- what a file is, from its first bytes ---------------------------------------------------

@@ -19,7 +19,7 @@ from ._base import (SHARED_CONSTRAINTS, TRAINING_CONSTRAINTS, Interval, LeafInpu
                     warn_if_qformer_untrained)
 from ._precision import resolve_precision
 from .instructions import default_label_text, instruction_vector, label_prototypes
-from .nn import crop_averaged
+from .nn import crop_averaged, members_of
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
 
 
@@ -49,10 +49,11 @@ class AlignmentModule(torch.nn.Module):
             param.requires_grad_(False)
 
     def _frozen(self):
+        towers = [member.tower for member in members_of(self.model)]
         if self.freeze == "encoder":
-            return self.model.tower
+            return torch.nn.ModuleList(towers)
         if self.freeze == "tokenizer":
-            return self.model.tower.tokenizer
+            return torch.nn.ModuleList(tower.tokenizer for tower in towers)
         return torch.nn.Identity()
 
     def train(self, mode=True):
@@ -433,7 +434,8 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
             optimizer=torch.optim.AdamW,
             lr=self.lr,
             optimizer__weight_decay=self.weight_decay,
-            optimizer__param_groups=[("model.tower.tokenizer.*", {"lr": self.lr_tokenizer})],
+            # "model.*" also reaches the members of an ensemble ("model.members.0.tower...").
+            optimizer__param_groups=[("model.*tower.tokenizer.*", {"lr": self.lr_tokenizer})],
             max_epochs=self.max_epochs,
             batch_size=self.batch_size,
             iterator_train__shuffle=not self.balance_classes,

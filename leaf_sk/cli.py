@@ -185,6 +185,16 @@ def _build_parser():
                       help="torch threads (0: torch's default)")
     tune.add_argument("--seed", type=int, default=0, metavar="N")
     tune.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+    ensemble = sub.add_parser(
+        "ensemble", help="Combine instruction-tuned checkpoints into one ensemble file.",
+        description="Write several instruction-tuned checkpoints of one config (e.g. `leaf-sk "
+                    "tune` runs with other --seed) as one file whose members' embeddings are "
+                    "averaged by LeafInstructionClassifier and LeafEncoder.")
+    ensemble.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
+                          help="two or more tuned.safetensors files (or packaged names)")
+    ensemble.add_argument("--out", required=True, metavar="FILE", help="the ensemble file")
+    ensemble.add_argument("--float16", action="store_true",
+                          help="store the weights as float16 (half the size; loaded as float32)")
     return parser
 
 
@@ -477,6 +487,17 @@ def _json_option(text, option):
     return value
 
 
+def _ensemble(args):
+    import torch
+
+    from .checkpoint import combine_checkpoints
+
+    path = combine_checkpoints(args.checkpoints, args.out,
+                               dtype=torch.float16 if args.float16 else None)
+    print(f"wrote {path} ({len(args.checkpoints)} members, {path.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
 def _tune(args):
     import mne
     import numpy as np
@@ -579,6 +600,8 @@ def main(argv=None):
                 return _benchmark(args)
             if command == "tune":
                 return _tune(args)
+            if command == "ensemble":
+                return _ensemble(args)
     except _UsageError as exc:
         print(f"usage: leaf-sk {command} ... (see leaf-sk {command} --help)\n"
               f"leaf-sk {command}: error: {exc}", file=sys.stderr)

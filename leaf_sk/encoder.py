@@ -14,6 +14,7 @@ from ._base import (SHARED_CONSTRAINTS, Interval, LeafInputMixin, StrOptions, _f
                     predict_in_batches, torch_seed, warn_if_qformer_untrained)
 from ._precision import resolve_precision
 from .instructions import instruction_vector
+from .nn import members_of
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
 
 
@@ -221,17 +222,22 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         if self.instruction_vector_ is not None:
             self.n_features_out_ = model.config.d_text
         else:
-            self.n_features_out_ = (model.config.n_filters if self.pooling_ == "logvar" else
-                                    model.config.d_model * (2 if self.pooling_ == "mean+std" else 1))
+            self.n_features_out_ = len(members_of(model)) * (
+                model.config.n_filters if self.pooling_ == "logvar" else
+                model.config.d_model * (2 if self.pooling_ == "mean+std" else 1))
         return data
 
     def _embed(self, batch):
         if self.instruction_vector_ is not None:
             instruction = torch.as_tensor(self.instruction_vector_, device=batch.device)
             return self.model_(batch, instruction)
+        return torch.cat([self._pool(member.tower, batch) for member in members_of(self.model_)],
+                         dim=1)
+
+    def _pool(self, tower, batch):
         if self.pooling_ == "logvar":
-            return self.model_.tower.tokenizer.log_power(batch).mean(dim=1)
-        tokens = self.model_.tower(batch)
+            return tower.tokenizer.log_power(batch).mean(dim=1)
+        tokens = tower(batch)
         if self.pooling_ == "mean+std":
             return torch.cat([tokens.mean(dim=1), tokens.std(dim=1)], dim=1)
         return tokens.mean(dim=1)

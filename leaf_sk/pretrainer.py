@@ -23,7 +23,7 @@ from ._input import pad_or_crop, prepare_unlabelled
 from ._rng import seeded
 from .checkpoint import load_checkpoint, save_checkpoint
 from .montage import WINDOW_SAMPLES
-from .nn import SIZES, LeafConfig, STRPretrainer
+from .nn import SIZES, LeafConfig, LeafEnsemble, STRPretrainer
 
 RESUME_FILE = "resume.pt"
 MODEL_FILE = "tower.safetensors"
@@ -194,6 +194,10 @@ class LeafPretrainer(BaseEstimator):
             module = STRPretrainer(config)
         if self.checkpoint is not None:
             loaded, _ = load_checkpoint(self.checkpoint)
+            if isinstance(loaded, LeafEnsemble):
+                raise ValueError(
+                    f"checkpoint {self.checkpoint!r} is an ensemble of {len(loaded.members)} "
+                    "models; pretraining continues one Tower: pass one of its member files.")
             if loaded.config.replace(d_text=config.d_text) != config.replace(d_text=config.d_text):
                 raise ValueError(
                     f"checkpoint {self.checkpoint!r} holds a network of another size than "

@@ -25,7 +25,7 @@ from .checkpoint import save_checkpoint
 from .instructions import instruction_families, label_prototypes, sample_training_instructions
 from ._rng import seeded
 from .montage import TEMPLATE_CH_NAMES, _mirror_name
-from .nn import SIZES, LeafModel
+from .nn import SIZES, LeafEnsemble, LeafModel
 from .nn.spectral import OCCIPITAL_SITES
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
 
@@ -278,6 +278,10 @@ class LeafInstructionTuner(BaseEstimator):
         tower_memory = overrides.pop("tower_memory", None)
         model, info = build_model(self.checkpoint, self.size, encoder.dim, seed,
                                   config=overrides or None)
+        if isinstance(model, LeafEnsemble):
+            raise ValueError(
+                f"checkpoint {self.checkpoint!r} is an ensemble of {len(model.members)} models; "
+                "tuning starts from one model: pass one of its member files, or None.")
         added = {name: True for name in ("power_memory", "spectral_memory")
                  if getattr(self, name) and not getattr(model.config, name)}
         if "spectral_memory" in added and "spectral_sites" not in overrides:

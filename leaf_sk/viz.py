@@ -287,7 +287,8 @@ def plot_query_states(encoder, X, y, title=""):
     -------
     matplotlib.figure.Figure
         One panel per Q-Former layer: every trial's queries (flattened), in the first two
-        principal components of that layer, coloured by class.
+        principal components of that layer, coloured by class (for an ensemble checkpoint,
+        its first member's Q-Former).
     """
     import numpy as np
     import torch
@@ -295,7 +296,9 @@ def plot_query_states(encoder, X, y, title=""):
     plt = _pyplot()
     if getattr(encoder, "instruction_vector_", None) is None:
         raise ValueError("plot_query_states needs a LeafEncoder fitted with an instruction.")
-    model = encoder.model_
+    from .nn import members_of
+
+    model = members_of(encoder.model_)[0]
     states = {i: [] for i in range(len(model.qformer.layers))}
     handles = [layer.register_forward_hook(
         lambda module, inputs, output, i=i: states[i].append(output.detach().flatten(1).float().cpu()))

@@ -103,6 +103,48 @@ class LeafModel(nn.Module):
         return self.qformer(tokens, instruction, power, spectrum)
 
 
+class LeafEnsemble(nn.Module):
+    """Several LEAF models of one config whose embeddings are averaged.
+
+    The mean of the members' unit embeddings has, with any unit label-text prototype, the
+    members' mean cosine as its dot product: matching it to prototypes averages the members'
+    similarities (an output ensemble; Lakshminarayanan et al. 2017).
+
+    Parameters
+    ----------
+    config : LeafConfig
+        Every member's config.
+    n_members : int
+    """
+
+    def __init__(self, config, n_members):
+        super().__init__()
+        self.config = config
+        self.members = nn.ModuleList(LeafModel(config) for _ in range(n_members))
+
+    def forward(self, x, instruction):
+        """Mean embedding of the members.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_channels, n_windows * window_samples)
+        instruction : Tensor, shape (batch, d_text) or (d_text,)
+
+        Returns
+        -------
+        Tensor, shape (batch, d_text), the mean of the members' unit rows (norm at most 1).
+        """
+        total = self.members[0](x, instruction)
+        for member in self.members[1:]:
+            total = total + member(x, instruction)
+        return total / len(self.members)
+
+
+def members_of(model):
+    """The single models of a :class:`LeafEnsemble`, or ``[model]`` for one model."""
+    return list(model.members) if isinstance(model, LeafEnsemble) else [model]
+
+
 def crop_averaged(fn, x, n_crops, window_samples=100):
     """Mean of ``fn`` over the whole trial and ``n_crops`` crops one window shorter.
 

@@ -1,0 +1,118 @@
+"""Ensemble checkpoints: several tuned models in one file, their outputs averaged."""
+
+import numpy as np
+import pytest
+import torch
+
+from leaf_sk import LeafEncoder, LeafInstructionClassifier, LeafPretrainer
+from leaf_sk.checkpoint import combine_checkpoints, load_checkpoint, read_metadata, save_checkpoint
+from leaf_sk.nn import LeafConfig, LeafEnsemble, LeafModel, members_of
+from leaf_sk.tuner import LeafInstructionTuner
+
+TINY = LeafConfig.from_size("tiny", d_text=64)  # the hashing text encoder is 64-d
+INSTRUCTION = "motor imagery: left or right hand"
+
+
+def _member(tmp_path, seed, config=TINY, tower_only=False):
+    torch.manual_seed(seed)
+    model = LeafModel(config).eval()
+    with torch.no_grad():  # BatchNorm statistics that differ between members
+        norm = model.tower.tokenizer.enc_conv[2]
+        norm.running_mean.normal_()
+        norm.running_var.uniform_(0.5, 2.0)
+    return save_checkpoint(tmp_path / f"member{seed}.safetensors",
+                           model.tower if tower_only else model, text_encoder="hashing",
+                           provenance={"seed": seed})
+
+
+@pytest.fixture
+def members(tmp_path):
+    return [_member(tmp_path, seed) for seed in (0, 1, 2)]
+
+
+def test_the_file_holds_every_member_and_averages_their_embeddings(tmp_path, members):
+    path = combine_checkpoints(members, tmp_path / "ensemble.safetensors")
+    ensemble, info = load_checkpoint(path)
+    assert isinstance(ensemble, LeafEnsemble) and len(ensemble.members) == 3
+    assert info["n_members"] == 3 and info["parts"] == ["qformer", "tower"]
+    assert [m["provenance"]["seed"] for m in info["provenance"]["members"]] == [0, 1, 2]
+    assert all(len(m["sha256"]) == 64 for m in info["provenance"]["members"])
+    singles = [load_checkpoint(p)[0] for p in members]
+    x = torch.randn(5, 65, 400)
+    instruction = torch.nn.functional.normalize(torch.randn(64), dim=0)
+    with torch.no_grad():
+        expected = torch.stack([m(x, instruction) for m in singles]).mean(0)
+        torch.testing.assert_close(ensemble(x, instruction), expected)
+    assert members_of(ensemble) == list(ensemble.members) and members_of(singles[0]) == [singles[0]]
+
+
+def test_half_precision_storage_halves_the_file_and_loads_as_float32(tmp_path, members):
+    full = combine_checkpoints(members, tmp_path / "full.safetensors")
+    half = combine_checkpoints(members, tmp_path / "half.safetensors", dtype=torch.float16)
+    assert half.stat().st_size < 0.55 * full.stat().st_size
+    a, b = load_checkpoint(full)[0], load_checkpoint(half)[0]
+    for (name, value), other in zip(a.state_dict().items(), b.state_dict().values()):
+        assert other.dtype == value.dtype, name
+        torch.testing.assert_close(other, value, rtol=1e-3, atol=1e-3, msg=name)
+
+
+def test_the_estimators_use_every_member(tmp_path, members, make_estimator, make_trials):
+    X, y = make_trials()
+    path = str(combine_checkpoints(members, tmp_path / "ensemble.safetensors"))
+    common = dict(instruction=INSTRUCTION, label_texts=["Left", "Right"])
+    embedded = [make_estimator(LeafEncoder, checkpoint=str(p), **common).fit(X).transform(X)
+                for p in members]
+    ensemble = make_estimator(LeafEncoder, checkpoint=path, **common).fit(X).transform(X)
+    np.testing.assert_allclose(ensemble, np.mean(embedded, axis=0), rtol=1e-5, atol=1e-6)
+    pooled = [make_estimator(LeafEncoder, checkpoint=str(p), pooling="logvar").fit_transform(X)
+              for p in members]
+    encoder = make_estimator(LeafEncoder, checkpoint=path, pooling="logvar").fit(X)
+    assert encoder.n_features_out_ == 3 * TINY.n_filters
+    np.testing.assert_allclose(encoder.transform(X), np.hstack(pooled), rtol=1e-5, atol=1e-6)
+
+    clf = make_estimator(LeafInstructionClassifier, checkpoint=path, max_epochs=1).fit(X, y)
+    assert clf.freeze_ == "encoder" and clf.predict_proba(X).shape == (len(X), 2)
+    tuned = clf.module_.model
+    for member, source in zip(tuned.members, members):
+        start = load_checkpoint(source)[0]
+        for name, value in start.tower.state_dict().items():  # frozen: every member's Tower
+            torch.testing.assert_close(member.tower.state_dict()[name], value, msg=name)
+        assert any(not torch.equal(value, start.qformer.state_dict()[name])
+                   for name, value in member.qformer.state_dict().items())
+
+
+def test_an_ensemble_is_no_starting_point_for_tuning_or_pretraining(tmp_path, members):
+    path = str(combine_checkpoints(members, tmp_path / "ensemble.safetensors"))
+    with pytest.raises(ValueError, match="ensemble of 3 models; tuning starts from one model"):
+        LeafInstructionTuner(path, text_encoder="hashing")._build(
+            type("Encoder", (), {"dim": 64})(), 0)
+    with pytest.raises(ValueError, match="ensemble of 3 models; pretraining continues one"):
+        LeafPretrainer(checkpoint=path, size="tiny")._make_module(0)
+
+
+def test_members_that_do_not_fit_together_are_refused(tmp_path, members):
+    with pytest.raises(ValueError, match="two or more checkpoints"):
+        combine_checkpoints(members[:1], tmp_path / "one.safetensors")
+    other = _member(tmp_path, 5, config=TINY.replace(n_queries=TINY.n_queries + 1))
+    with pytest.raises(ValueError, match="its config differs"):
+        combine_checkpoints([members[0], other], tmp_path / "mixed.safetensors")
+    tower = _member(tmp_path, 6, tower_only=True)
+    with pytest.raises(ValueError, match=r"holds \['tower'\]"):
+        combine_checkpoints([members[0], tower], tmp_path / "tower.safetensors")
+    nested = combine_checkpoints(members, tmp_path / "ensemble.safetensors")
+    with pytest.raises(ValueError, match="of 3 members"):
+        combine_checkpoints([members[0], nested], tmp_path / "nested.safetensors")
+    assert read_metadata(members[0]).get("n_members") is None
+
+
+def test_cli_writes_an_ensemble_and_names_a_bad_member(tmp_path, members, capsys):
+    from leaf_sk.cli import main
+
+    out = tmp_path / "ensemble.safetensors"
+    assert main(["ensemble", *map(str, members), "--out", str(out), "--float16"]) == 0
+    assert "3 members" in capsys.readouterr().out and read_metadata(out)["n_members"] == 3
+    assert main(["ensemble", str(members[0]), str(tmp_path / "none.safetensors"),
+                 "--out", str(tmp_path / "bad.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert "none.safetensors" in err and "Traceback" not in err
+    assert not (tmp_path / "bad.safetensors").exists()
