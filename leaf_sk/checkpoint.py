@@ -400,7 +400,8 @@ def combine_checkpoints(paths, path, *, dtype=None, provenance=None):
                              f"(Tower and Q-Former); this file holds {info['parts']}"
                              + (f" of {info['n_members']} members" if info.get("n_members") else "")
                              + ".")
-        key = {k: info.get(k) for k in ("config", "text_encoder", "sfreq", "ch_names")}
+        # Configs compared as LeafConfig: files written before a key existed hold its default.
+        key = {"config": model.config, **{k: info.get(k) for k in ("text_encoder", "sfreq", "ch_names")}}
         if first is None:
             first = key
         for name, value in key.items():

@@ -116,3 +116,18 @@ def test_cli_writes_an_ensemble_and_names_a_bad_member(tmp_path, members, capsys
     err = capsys.readouterr().err
     assert "none.safetensors" in err and "Traceback" not in err
     assert not (tmp_path / "bad.safetensors").exists()
+
+
+def test_members_written_before_a_config_key_existed_still_combine(tmp_path, members):
+    """A config key added later is absent from older files, which hold its default."""
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    meta = read_metadata(members[1])
+    for key in ("tower_memory", "spectral_tokens"):
+        assert meta["config"].pop(key) == getattr(TINY, key)
+    older = tmp_path / "older.safetensors"
+    save_file(load_file(str(members[1])), str(older), metadata={"leaf_sk": json.dumps(meta)})
+    path = combine_checkpoints([members[0], older], tmp_path / "ensemble.safetensors")
+    assert read_metadata(path)["config"] == TINY.to_dict()
