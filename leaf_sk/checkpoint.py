@@ -383,8 +383,12 @@ def combine_checkpoints(paths, path, *, dtype=None, provenance=None):
     dtype : torch.dtype, optional
         Storage dtype (``torch.float16`` halves the file; loading returns float32).
     provenance : dict, optional
-        Extra facts merged into the recorded provenance; each member's own provenance and the
-        sha256 of its file are recorded under ``members``.
+        Extra facts merged into the recorded provenance. What every member's provenance
+        agrees on is recorded at the top (``data``, ``trainer``, the shared ``params``, so that
+        the estimators' ``alignment="auto"`` and the benchmark's test-subject check read it as
+        for one model); each member's own provenance and the sha256 of its file are recorded
+        under ``members``. Members trained on other data or from other starting weights are
+        refused: one record could not say which subjects the ensemble saw.
 
     Returns
     -------
@@ -413,12 +417,21 @@ def combine_checkpoints(paths, path, *, dtype=None, provenance=None):
         resolved = resolve_checkpoint(source)
         members.append({"file": resolved.name, "sha256": _sha256(resolved),
                         "provenance": info.get("provenance", {}), "history": info.get("history", [])})
+    records = [m["provenance"] for m in members]
+    for key in ("data", "checkpoint"):
+        values = [(r if key == "data" else r.get("params") or {}).get(key) for r in records]
+        if any(v != values[0] for v in values):
+            raise ValueError(f"the members' provenance differs in {key!r} ({values}): combine "
+                             "models trained on the same data from the same starting weights.")
+    shared = {k: v for k, v in records[0].items() if all(r.get(k) == v for r in records)}
+    params = [r.get("params") or {} for r in records]
+    shared["params"] = {k: v for k, v in params[0].items() if all(p.get(k) == v for p in params)}
     ensemble = LeafEnsemble(models[0].config, len(models))
     for member, model in zip(ensemble.members, models):
         member.load_state_dict(model.state_dict())
     return save_checkpoint(path, ensemble, text_encoder=first["text_encoder"]["name"],
                            sfreq=first["sfreq"], ch_names=first["ch_names"], dtype=dtype,
-                           provenance={**(provenance or {}), "members": members})
+                           provenance={**shared, **(provenance or {}), "members": members})
 
 
 # --- what a file is, from its first bytes ---------------------------------------------------

@@ -13,7 +13,7 @@ TINY = LeafConfig.from_size("tiny", d_text=64)  # the hashing text encoder is 64
 INSTRUCTION = "motor imagery: left or right hand"
 
 
-def _member(tmp_path, seed, config=TINY, tower_only=False):
+def _member(tmp_path, seed, config=TINY, tower_only=False, data=("PhysionetMI", [1, 2])):
     torch.manual_seed(seed)
     model = LeafModel(config).eval()
     with torch.no_grad():  # BatchNorm statistics that differ between members
@@ -22,7 +22,8 @@ def _member(tmp_path, seed, config=TINY, tower_only=False):
         norm.running_var.uniform_(0.5, 2.0)
     return save_checkpoint(tmp_path / f"member{seed}.safetensors",
                            model.tower if tower_only else model, text_encoder="hashing",
-                           provenance={"seed": seed})
+                           provenance={"seed": seed, "data": {"datasets": [list(data)]},
+                                       "params": {"alignment": "euclidean", "random_state": seed}})
 
 
 @pytest.fixture
@@ -37,6 +38,12 @@ def test_the_file_holds_every_member_and_averages_their_embeddings(tmp_path, mem
     assert info["n_members"] == 3 and info["parts"] == ["qformer", "tower"]
     assert [m["provenance"]["seed"] for m in info["provenance"]["members"]] == [0, 1, 2]
     assert all(len(m["sha256"]) == 64 for m in info["provenance"]["members"])
+    # What the members agree on is read as for one model (alignment="auto", leak checks).
+    assert info["provenance"]["data"] == {"datasets": [["PhysionetMI", [1, 2]]]}
+    assert info["provenance"]["params"] == {"alignment": "euclidean"}
+    from leaf_sk.alignment import checkpoint_alignment
+
+    assert checkpoint_alignment(str(path)) == "euclidean"
     singles = [load_checkpoint(p)[0] for p in members]
     x = torch.randn(5, 65, 400)
     instruction = torch.nn.functional.normalize(torch.randn(64), dim=0)
@@ -103,6 +110,9 @@ def test_members_that_do_not_fit_together_are_refused(tmp_path, members):
     with pytest.raises(ValueError, match="of 3 members"):
         combine_checkpoints([members[0], nested], tmp_path / "nested.safetensors")
     assert read_metadata(members[0]).get("n_members") is None
+    elsewhere = _member(tmp_path, 7, data=("PhysionetMI", [1, 15]))
+    with pytest.raises(ValueError, match="provenance differs in 'data'"):
+        combine_checkpoints([members[0], elsewhere], tmp_path / "leak.safetensors")
 
 
 def test_cli_writes_an_ensemble_and_names_a_bad_member(tmp_path, members, capsys):
