@@ -77,6 +77,13 @@ def test_the_estimators_use_every_member(tmp_path, members, make_estimator, make
     assert encoder.n_features_out_ == 3 * TINY.n_filters
     np.testing.assert_allclose(encoder.transform(X), np.hstack(pooled), rtol=1e-5, atol=1e-6)
 
+    whole = make_estimator(LeafInstructionClassifier, checkpoint=path, max_epochs=1,
+                           freeze="none", warm_start=True, lr_tokenizer=0.5).fit(X, y)
+    tokenizer_group = whole.net_.optimizer_.param_groups[0]
+    assert tokenizer_group["lr"] == 0.5  # every member's tokenizer on its own learning rate
+    assert len(tokenizer_group["params"]) == 3 * len(list(
+        whole.module_.model.members[0].tower.tokenizer.parameters()))
+
     clf = make_estimator(LeafInstructionClassifier, checkpoint=path, max_epochs=1).fit(X, y)
     assert clf.freeze_ == "encoder" and clf.predict_proba(X).shape == (len(X), 2)
     tuned = clf.module_.model
