@@ -19,7 +19,7 @@ from ._input import (_listed, as_numeric_array, check_same_channels, is_epochs_s
 from ._precision import PRECISIONS, autocast
 from .checkpoint import is_release_checkpoint, load_checkpoint
 from ._rng import seeded
-from .nn import SIZES, LeafConfig, LeafModel
+from .nn import SIZES, LeafConfig, LeafModel, members_of
 
 # Parameter constraints of the input, network and instruction shared by the estimators.
 SHARED_CONSTRAINTS = {
@@ -245,7 +245,7 @@ def build_model(checkpoint, size, d_text, seed, config=None, release_compat=Fals
 
     Returns
     -------
-    model : LeafModel
+    model : LeafModel or LeafEnsemble
     info : dict
         The checkpoint's document (empty for random weights).
     """
@@ -259,7 +259,8 @@ def build_model(checkpoint, size, d_text, seed, config=None, release_compat=Fals
             f"but the text encoder gives {d_text}-d ones; use the text encoder it was trained with "
             f"({info.get('text_encoder', {}).get('name')!r}) or a Tower-only checkpoint.")
     if release_compat:
-        model.qformer.config = model.config.replace(iqf_positions="contiguous")
+        for member in members_of(model):
+            member.qformer.config = member.config.replace(iqf_positions="contiguous")
     return model, info
 
 

@@ -293,7 +293,7 @@ def is_release_checkpoint(checkpoint):
 
 
 def load_checkpoint(checkpoint, *, config=None, d_text=None):
-    """Load a leaf-sk checkpoint or a LEAF release file into a :class:`LeafModel`.
+    """Load a leaf-sk checkpoint or a LEAF release file into a :class:`LeafModel` (or ensemble).
 
     Parameters
     ----------
@@ -387,18 +387,24 @@ def combine_checkpoints(paths, path, *, dtype=None, provenance=None):
         agrees on is recorded at the top (``data``, ``trainer``, the shared ``params``, so that
         the estimators' ``alignment="auto"`` and the benchmark's test-subject check read it as
         for one model); each member's own provenance and the sha256 of its file are recorded
-        under ``members``. Members trained on other data or from other starting weights are
-        refused: one record could not say which subjects the ensemble saw.
+        under ``members``. Members trained on other data, from other starting weights or on
+        other alignments are refused: one record could not say which subjects the ensemble saw,
+        nor how to prepare its input.
 
     Returns
     -------
     Path
     """
+    paths = list(paths)
     if len(paths) < 2:
         raise ValueError(f"an ensemble needs two or more checkpoints; got {len(paths)}.")
     models, members, first = [], [], None
     for source in paths:
         model, info = load_checkpoint(source)
+        if info["format"] != FORMAT_NAME:
+            raise ValueError(f"{source}: an ensemble member must be a leaf-sk checkpoint; this is "
+                             f"a {info['format']} file. Tune from it with `leaf-sk tune "
+                             "--checkpoint` first, or use it on its own.")
         if isinstance(model, LeafEnsemble) or "qformer" not in info["parts"]:
             raise ValueError(f"{source}: an ensemble member must be one instruction-tuned model "
                              f"(Tower and Q-Former); this file holds {info['parts']}"
@@ -415,14 +421,21 @@ def combine_checkpoints(paths, path, *, dtype=None, provenance=None):
                                  "sampling rate and template.")
         models.append(model)
         resolved = resolve_checkpoint(source)
-        members.append({"file": resolved.name, "sha256": _sha256(resolved),
+        digest = _sha256(resolved)
+        if any(m["sha256"] == digest for m in members):
+            raise ValueError(f"{source} is the same file as an earlier member; an ensemble of "
+                             "copies averages nothing. Give each model once.")
+        members.append({"file": resolved.name, "sha256": digest,
                         "provenance": info.get("provenance", {}), "history": info.get("history", [])})
     records = [m["provenance"] for m in members]
-    for key in ("data", "checkpoint"):
+    for key in ("data", "checkpoint", "alignment"):
         values = [(r if key == "data" else r.get("params") or {}).get(key) for r in records]
-        if any(v != values[0] for v in values):
-            raise ValueError(f"the members' provenance differs in {key!r} ({values}): combine "
-                             "models trained on the same data from the same starting weights.")
+        for source, value in zip(paths[1:], values[1:]):
+            if value != values[0]:
+                raise ValueError(
+                    f"{source}: its provenance differs from that of {paths[0]} in {key!r}; "
+                    "combine models trained on the same data, from the same starting weights and "
+                    "on the same alignment.")
     shared = {k: v for k, v in records[0].items() if all(r.get(k) == v for r in records)}
     params = [r.get("params") or {} for r in records]
     shared["params"] = {k: v for k, v in params[0].items() if all(p.get(k) == v for p in params)}

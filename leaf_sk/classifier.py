@@ -28,7 +28,7 @@ class AlignmentModule(torch.nn.Module):
 
     Parameters
     ----------
-    model : LeafModel
+    model : LeafModel or LeafEnsemble
     prototypes : Tensor, shape (n_classes, d_text)
         Unit label-text embeddings.
     instruction : Tensor, shape (d_text,)

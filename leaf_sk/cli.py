@@ -512,6 +512,9 @@ def _tune(args):
         raise _UsageError(f"--max-epochs {args.max_epochs}: give 1 or more")
     if args.branches < 1:
         raise _UsageError(f"--branches {args.branches}: give 1 or more")
+    if args.branches > 1 and args.max_epochs < 2:
+        raise _UsageError(f"--branches {args.branches} needs --max-epochs 2 or more (an epoch "
+                          "before the run branches, one after)")
     if args.branches > 1 and not 1 <= args.branch_epoch < args.max_epochs:
         raise _UsageError(f"--branch-epoch {args.branch_epoch}: give 1 to {args.max_epochs - 1} "
                           f"(below --max-epochs {args.max_epochs})")

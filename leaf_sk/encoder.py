@@ -72,10 +72,11 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         How a trial becomes one vector when no instruction is given: the mean (and standard
         deviation) of the 2N Tower tokens, or ``"logvar"``, the log-variance of each tokenizer
         filter's output (its fused spatio-temporal convolution) averaged over the windows, a
-        band-power readout of ``n_filters`` features. ``"auto"`` (default) is ``"logvar"``
-        without an instruction (the readout that scored best on the training subjects' inner
-        split, benchmarks/RESULTS.md) and the Q-Former's embedding with one. With an
-        ``instruction`` it must be ``"auto"`` or ``"mean"``.
+        band-power readout of ``n_filters`` features. An ensemble checkpoint gives its
+        members' pooled features side by side (``n_members`` times as many). ``"auto"``
+        (default) is ``"logvar"`` without an instruction (the readout that scored best on the
+        training subjects' inner split, benchmarks/RESULTS.md) and the Q-Former's embedding
+        with one. With an ``instruction`` it must be ``"auto"`` or ``"mean"``.
     text_encoder : str
         Sentence encoder name or path (default all-MiniLM-L6-v2, offline when the ``offline``
         extra is installed), or ``"hashing"`` / ``"hashing-<dim>"`` for a tiny deterministic stand-in.
@@ -94,8 +95,9 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
-    model_ : LeafModel
-        The frozen network, in eval mode.
+    model_ : LeafModel or LeafEnsemble
+        The frozen network, in eval mode. With an instruction, an ensemble's features are the
+        mean of its members' unit embeddings (norm at most 1).
     channel_map_ : ChannelMap
         Input channels to template matrix, shape (65, n_channels).
     ch_names_ : list of str

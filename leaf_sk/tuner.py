@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import os
 import time
 from numbers import Integral, Real
@@ -380,6 +381,11 @@ class LeafInstructionTuner(BaseEstimator):
         trunk = {"model": copy.deepcopy(model.state_dict()),
                  "optimizer": copy.deepcopy(optimizer.state_dict()),
                  "random_states": (rng.bit_generator.state, torch.get_rng_state())}
+        # A branch file continues only the trunk it branched from (not one trained again).
+        digest = hashlib.sha256()
+        for value in trunk["model"].values():
+            digest.update(value.detach().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
+        fingerprint = digest.hexdigest()
         states = []
         for branch in range(self.n_branches):
             model.load_state_dict(trunk["model"])
@@ -393,7 +399,7 @@ class LeafInstructionTuner(BaseEstimator):
             resume = (Path(self.checkpoint_dir) / BRANCH_RESUME_FILE.format(branch)
                       if self.checkpoint_dir else None)
             self._train(*run, rng, resume, device, first_epoch=self.branch_epoch + 1,
-                        last_epoch=self.max_epochs, branch=branch)
+                        last_epoch=self.max_epochs, branch=branch, trunk=fingerprint)
             states.append(copy.deepcopy(model.state_dict()))
         model.load_state_dict({
             key: (torch.stack([state[key] for state in states]).mean(0)
@@ -402,9 +408,10 @@ class LeafInstructionTuner(BaseEstimator):
 
     def _train(self, model, prepared, encoder, prototypes, optimizer, base_lrs, steps_per_epoch,
                rng, resume, device, accelerator=None, *, first_epoch=1, last_epoch=None,
-               branch=None):
-        """Epochs ``first_epoch`` to ``last_epoch`` of :meth:`fit` (or of one branch), from the
-        resume file's when there is one; appends to ``history_``."""
+               branch=None, trunk=None):
+        """Epochs ``first_epoch`` to ``last_epoch`` of :meth:`fit` (or of one branch, whose
+        resume file must come from the trunk of fingerprint ``trunk``), from the resume file's
+        when there is one; appends to ``history_``."""
         rank, world = ((accelerator.process_index, accelerator.num_processes)
                        if accelerator is not None else (0, 1))
         network = accelerator.unwrap_model(model) if accelerator is not None else model
@@ -413,7 +420,13 @@ class LeafInstructionTuner(BaseEstimator):
             if state["label_space"] != self.label_space_ or state["params"] != self._resume_params():
                 raise ValueError(
                     f"{resume} is a tuning run with other tasks or settings; use another "
-                    "checkpoint_dir, or delete the file to start over.")
+                    f"checkpoint_dir, or delete its {RESUME_FILE.replace('.pt', '*.pt')} files to "
+                    "start over.")
+            if state.get("trunk") != trunk:
+                raise ValueError(
+                    f"{resume} continues another first part of the run than the one in "
+                    f"{RESUME_FILE} (trained again since); delete the "
+                    f"{BRANCH_RESUME_FILE.format('*')} files to train the branches again.")
             if len(state["random_states"]) != world:
                 raise ValueError(
                     f"{resume} was written by a run of {len(state['random_states'])} "
@@ -506,14 +519,18 @@ class LeafInstructionTuner(BaseEstimator):
                     torch.save({"model": network.state_dict(), "optimizer": optimizer.state_dict(),
                                 "random_states": random_states,
                                 "history": self.history_, "epoch": epoch,
-                                "label_space": self.label_space_, "params": self._resume_params()},
+                                "label_space": self.label_space_, "params": self._resume_params(),
+                                "trunk": trunk},
                                tmp)
             if accelerator is not None:
                 accelerator.wait_for_everyone()
 
     def _resume_params(self):
+        # Without branches their settings change nothing (and older files lack them).
+        unused = ("n_branches", "branch_epoch") if self.n_branches == 1 else ()
         return {k: v for k, v in self.get_params().items()
-                if k not in ("checkpoint_dir", "device", "verbose", "max_epochs", "distributed")}
+                if k not in ("checkpoint_dir", "device", "verbose", "max_epochs", "distributed",
+                             *unused)}
 
     def _augment(self, task, index, rng):
         x, target = task["data"][index], task["targets"][index]

@@ -13,7 +13,8 @@ TINY = LeafConfig.from_size("tiny", d_text=64)  # the hashing text encoder is 64
 INSTRUCTION = "motor imagery: left or right hand"
 
 
-def _member(tmp_path, seed, config=TINY, tower_only=False, data=("PhysionetMI", [1, 2])):
+def _member(tmp_path, seed, config=TINY, tower_only=False, data=("PhysionetMI", [1, 2]),
+            alignment="euclidean"):
     torch.manual_seed(seed)
     model = LeafModel(config).eval()
     with torch.no_grad():  # BatchNorm statistics that differ between members
@@ -23,7 +24,7 @@ def _member(tmp_path, seed, config=TINY, tower_only=False, data=("PhysionetMI", 
     return save_checkpoint(tmp_path / f"member{seed}.safetensors",
                            model.tower if tower_only else model, text_encoder="hashing",
                            provenance={"seed": seed, "data": {"datasets": [list(data)]},
-                                       "params": {"alignment": "euclidean", "random_state": seed}})
+                                       "params": {"alignment": alignment, "random_state": seed}})
 
 
 @pytest.fixture
@@ -95,6 +96,14 @@ def test_the_estimators_use_every_member(tmp_path, members, make_estimator, make
                    for name, value in member.qformer.state_dict().items())
 
 
+def test_release_compat_reaches_every_member(tmp_path, members):
+    from leaf_sk._base import build_model
+
+    model, _ = build_model(str(combine_checkpoints(members, tmp_path / "e.safetensors")), "tiny",
+                           64, 0, release_compat=True)
+    assert all(m.qformer.config.iqf_positions == "contiguous" for m in model.members)
+
+
 def test_an_ensemble_is_no_starting_point_for_tuning_or_pretraining(tmp_path, members):
     path = str(combine_checkpoints(members, tmp_path / "ensemble.safetensors"))
     with pytest.raises(ValueError, match="ensemble of 3 models; tuning starts from one model"):
@@ -118,8 +127,13 @@ def test_members_that_do_not_fit_together_are_refused(tmp_path, members):
         combine_checkpoints([members[0], nested], tmp_path / "nested.safetensors")
     assert read_metadata(members[0]).get("n_members") is None
     elsewhere = _member(tmp_path, 7, data=("PhysionetMI", [1, 15]))
-    with pytest.raises(ValueError, match="provenance differs in 'data'"):
+    with pytest.raises(ValueError, match="differs from that of .* in 'data'"):
         combine_checkpoints([members[0], elsewhere], tmp_path / "leak.safetensors")
+    unaligned = _member(tmp_path, 8, alignment=None)
+    with pytest.raises(ValueError, match="in 'alignment'"):
+        combine_checkpoints([members[0], unaligned], tmp_path / "unaligned.safetensors")
+    with pytest.raises(ValueError, match="same file as an earlier member"):
+        combine_checkpoints([members[0], members[1], members[0]], tmp_path / "twice.safetensors")
 
 
 def test_cli_writes_an_ensemble_and_names_a_bad_member(tmp_path, members, capsys):

@@ -158,6 +158,7 @@ def test_cli_tune_refuses_a_config_that_is_not_json(capsys):
 @pytest.mark.parametrize("options, message", [
     (["--branches", "0"], "--branches 0: give 1 or more"),
     (["--branches", "3", "--branch-epoch", "8"], "--branch-epoch 8: give 1 to 7"),
+    (["--branches", "2", "--max-epochs", "1"], "--branches 2 needs --max-epochs 2 or more"),
 ])
 def test_cli_tune_refuses_branches_that_cannot_run(capsys, options, message):
     from leaf_sk.cli import main
@@ -196,7 +197,8 @@ def test_crops_start_on_the_window_grid_unless_crop_step_is_smaller():
         _tuner(crop_step=0).fit(_tasks())
 
 
-def test_branches_average_their_weights_and_the_first_continues_the_single_run(tmp_path):
+def test_branches_average_their_weights_and_the_first_continues_the_single_run(tmp_path,
+                                                                               monkeypatch):
     single = _tuner(max_epochs=3).fit(_tasks())
     soup = _tuner(max_epochs=3, n_branches=2, branch_epoch=1, checkpoint_dir=str(tmp_path)).fit(_tasks())
     assert [(row["epoch"], row.get("branch")) for row in soup.history_] == [
@@ -211,10 +213,31 @@ def test_branches_average_their_weights_and_the_first_continues_the_single_run(t
             torch.testing.assert_close(value, (first[name] + second[name]) / 2, msg=name)
             differs |= not torch.equal(first[name], second[name])
     assert differs  # the second branch drew other batches
+    writes = _count_resume_writes(monkeypatch)
     again = _tuner(max_epochs=3, n_branches=2, branch_epoch=1, checkpoint_dir=str(tmp_path)).fit(_tasks())
-    assert again.history_ == soup.history_  # read back from the finished branches' files
+    assert writes == []  # nothing trained again: read back from the finished branches' files
+    assert again.history_ == soup.history_
     for (name, a), b in zip(soup.model_.state_dict().items(), again.model_.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
+    # The first part trained again on other trials (same labels): its branch files are stale.
+    (tmp_path / RESUME_FILE).unlink()
+    with pytest.raises(ValueError, match="continues another first part of the run"):
+        _tuner(max_epochs=3, n_branches=2, branch_epoch=1,
+               checkpoint_dir=str(tmp_path)).fit(_tasks(seed=1))
+
+
+def _count_resume_writes(monkeypatch):
+    """The list of resume files written from now on, in order."""
+    real_atomic_path, written = tuner_module.atomic_path, []
+
+    @contextlib.contextmanager
+    def counted(path):
+        with real_atomic_path(path) as tmp:
+            yield tmp
+        written.append(path.name)
+
+    monkeypatch.setattr(tuner_module, "atomic_path", counted)
+    return written
 
 
 def test_a_killed_branched_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
@@ -234,8 +257,10 @@ def test_a_killed_branched_run_resumes_to_the_same_weights(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         _tuner(max_epochs=3, n_branches=2, branch_epoch=1, checkpoint_dir=str(tmp_path)).fit(_tasks())
     monkeypatch.undo()
+    writes = _count_resume_writes(monkeypatch)
     resumed = _tuner(max_epochs=3, n_branches=2, branch_epoch=1,
                      checkpoint_dir=str(tmp_path)).fit(_tasks())
+    assert writes == [tuner_module.BRANCH_RESUME_FILE.format(1)]  # the one epoch left
     assert [
         {k: v for k, v in r.items() if k != "seconds"} for r in resumed.history_] == [
         {k: v for k, v in r.items() if k != "seconds"} for r in whole.history_]
