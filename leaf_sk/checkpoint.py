@@ -411,7 +411,8 @@ def combine_checkpoints(paths, path, *, dtype=None, provenance=None):
                              + (f" of {info['n_members']} members" if info.get("n_members") else "")
                              + ".")
         # Configs compared as LeafConfig: files written before a key existed hold its default.
-        key = {"config": model.config, **{k: info.get(k) for k in ("text_encoder", "sfreq", "ch_names")}}
+        key = {"config": model.config,
+               **{k: info.get(k) for k in ("text_encoder", "sfreq", "ch_names")}}
         if first is None:
             first = key
         for name, value in key.items():
@@ -426,7 +427,8 @@ def combine_checkpoints(paths, path, *, dtype=None, provenance=None):
             raise ValueError(f"{source} is the same file as an earlier member; an ensemble of "
                              "copies averages nothing. Give each model once.")
         members.append({"file": resolved.name, "sha256": digest,
-                        "provenance": info.get("provenance", {}), "history": info.get("history", [])})
+                        "provenance": info.get("provenance", {}),
+                        "history": info.get("history", [])})
     records = [m["provenance"] for m in members]
     for key in ("data", "checkpoint", "alignment"):
         values = [(r if key == "data" else r.get("params") or {}).get(key) for r in records]

@@ -315,8 +315,8 @@ class LeafInstructionTuner(BaseEstimator):
         """
         branched = self.n_branches > 1
         if branched and self.branch_epoch >= self.max_epochs:
-            raise ValueError(f"branch_epoch={self.branch_epoch} leaves no epoch to branch: it must be "
-                             f"below max_epochs={self.max_epochs}.")
+            raise ValueError(f"branch_epoch={self.branch_epoch} leaves no epoch to branch: it must "
+                             f"be below max_epochs={self.max_epochs}.")
         if branched and self.distributed:
             raise ValueError("n_branches > 1 does not run with distributed=True; train the "
                              "branches in one process, or use n_branches=1.")
