@@ -15,6 +15,7 @@ with the MOABB environment of that script)::
 
 from __future__ import annotations
 
+import argparse
 import warnings
 
 import numpy as np
@@ -47,8 +48,6 @@ def score(features, y, subject, split):
 
 
 def main(argv=None):
-    import argparse
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fold", type=int, default=0, choices=range(len(FOLDS["Kalunga2016"])),
                         help="which training subjects validate (tune_inner.FOLDS)")

@@ -377,7 +377,7 @@ class LeafInstructionTuner(BaseEstimator):
 
     def _train_branches(self, run, rng, seed, device):
         """Train ``n_branches`` continuations of the trunk; the model gets their mean weights."""
-        model, optimizer = run[0], run[4]
+        model, _prepared, _encoder, _prototypes, optimizer, *_ = run
         trunk = {"model": copy.deepcopy(model.state_dict()),
                  "optimizer": copy.deepcopy(optimizer.state_dict()),
                  "random_states": (rng.bit_generator.state, torch.get_rng_state())}

@@ -123,17 +123,8 @@ class LeafEnsemble(nn.Module):
         self.members = nn.ModuleList(LeafModel(config) for _ in range(n_members))
 
     def forward(self, x, instruction):
-        """Mean embedding of the members.
-
-        Parameters
-        ----------
-        x : Tensor, shape (batch, n_channels, n_windows * window_samples)
-        instruction : Tensor, shape (batch, d_text) or (d_text,)
-
-        Returns
-        -------
-        Tensor, shape (batch, d_text), the mean of the members' unit rows (norm at most 1).
-        """
+        """Inputs as :meth:`LeafModel.forward`; the mean of the members' unit rows, shape
+        (batch, d_text) (norm at most 1)."""
         total = self.members[0](x, instruction)
         for member in self.members[1:]:
             total = total + member(x, instruction)
