@@ -370,7 +370,7 @@ def load_checkpoint(checkpoint, *, config=None, d_text=None):
     return model.float().eval(), info
 
 
-def combine_checkpoints(paths, path, *, dtype=None, provenance=None):
+def combine_checkpoints(paths, path, *, dtype=None, reconstruction_heads=True, provenance=None):
     """Write instruction-tuned checkpoints of one config as one :class:`LeafEnsemble` file.
 
     Parameters
@@ -382,6 +382,10 @@ def combine_checkpoints(paths, path, *, dtype=None, provenance=None):
         The ensemble file, written atomically.
     dtype : torch.dtype, optional
         Storage dtype (``torch.float16`` halves the file; loading returns float32).
+    reconstruction_heads : bool
+        False leaves out the members' STR reconstruction heads, which instruction-following
+        inference never runs (``LeafConfig(reconstruction_heads=False)``): a smaller file of
+        the same predictions.
     provenance : dict, optional
         Extra facts merged into the recorded provenance. What every member's provenance
         agrees on is recorded at the top (``data``, ``trainer``, the shared ``params``, so that
@@ -441,9 +445,13 @@ def combine_checkpoints(paths, path, *, dtype=None, provenance=None):
     shared = {k: v for k, v in records[0].items() if all(r.get(k) == v for r in records)}
     params = [r.get("params") or {} for r in records]
     shared["params"] = {k: v for k, v in params[0].items() if all(p.get(k) == v for p in params)}
-    ensemble = LeafEnsemble(models[0].config, len(models))
+    config = models[0].config
+    if not reconstruction_heads:
+        config = config.replace(reconstruction_heads=False)
+    ensemble = LeafEnsemble(config, len(models))
+    kept = set(ensemble.members[0].state_dict())
     for member, model in zip(ensemble.members, models):
-        member.load_state_dict(model.state_dict())
+        member.load_state_dict({k: v for k, v in model.state_dict().items() if k in kept})
     return save_checkpoint(path, ensemble, text_encoder=first["text_encoder"]["name"],
                            sfreq=first["sfreq"], ch_names=first["ch_names"], dtype=dtype,
                            provenance={**shared, **(provenance or {}), "members": members})

@@ -198,6 +198,10 @@ class LeafPretrainer(BaseEstimator):
                 raise ValueError(
                     f"checkpoint {self.checkpoint!r} is an ensemble of {len(loaded.members)} "
                     "models; pretraining continues one Tower: pass one of its member files.")
+            if not loaded.config.reconstruction_heads:
+                raise ValueError(
+                    f"checkpoint {self.checkpoint!r} was saved without the Tower's reconstruction "
+                    "heads, which STR pretraining trains; start from a file that has them.")
             if loaded.config.replace(d_text=config.d_text) != config.replace(d_text=config.d_text):
                 raise ValueError(
                     f"checkpoint {self.checkpoint!r} holds a network of another size than "

@@ -26,7 +26,7 @@ from .checkpoint import save_checkpoint
 from .instructions import instruction_families, label_prototypes, sample_training_instructions
 from ._rng import seeded
 from .montage import TEMPLATE_CH_NAMES, _mirror_name
-from .nn import SIZES, LeafEnsemble, LeafModel
+from .nn import SIZES, LeafEnsemble, LeafModel, phase_randomized
 from .nn.spectral import OCCIPITAL_SITES
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
 
@@ -128,6 +128,12 @@ class LeafInstructionTuner(BaseEstimator):
     crop_step : int
         Granularity of the crops' start, in samples at 200 Hz: 100 (default) starts them on
         the 0.5-s window grid; smaller steps shift the windows themselves (1: any sample).
+    ft_surrogate : float
+        Probability that a training trial is replaced by its Fourier-transform surrogate
+        (:func:`~leaf_sk.nn.phase_randomized`: every frequency's phase shifted at random, the
+        same on every channel, so band power and spatial covariance per frequency stay and the
+        time course does not). 0 (default) leaves the trials as they are. leaf-sk's option,
+        not the paper's.
     n_branches : int
         1 (default) trains one run. More: after ``branch_epoch`` epochs the run splits into
         this many branches that continue from the same weights and optimizer state with their
@@ -175,6 +181,7 @@ class LeafInstructionTuner(BaseEstimator):
         "p_level2": [Interval(Real, 0, 1, closed="both")],
         "crop_windows": [Interval(Integral, 0, None, closed="left")],
         "crop_step": [Interval(Integral, 1, 100, closed="both")],
+        "ft_surrogate": [Interval(Real, 0, 1, closed="both")],
         "n_branches": [Interval(Integral, 1, None, closed="left")],
         "branch_epoch": [Interval(Integral, 1, None, closed="left")],
         "checkpoint_dir": [str, None],
@@ -188,7 +195,7 @@ class LeafInstructionTuner(BaseEstimator):
                  spectral_memory=True, alignment="euclidean", text_encoder=DEFAULT_TEXT_ENCODER,
                  max_epochs=8, lr=2e-4, lr_tokenizer=1e-3, weight_decay=1e-3, warmup_epochs=1.0,
                  batch_size=32, logit_scale=10.0, softmax_over="task", p_default=0.1, p_level2=0.9,
-                 crop_windows=1, crop_step=100, n_branches=1, branch_epoch=2,
+                 crop_windows=1, crop_step=100, ft_surrogate=0.0, n_branches=1, branch_epoch=2,
                  checkpoint_dir=None, distributed=False, device="auto", verbose=1,
                  random_state=0):
         self.checkpoint = checkpoint
@@ -210,6 +217,7 @@ class LeafInstructionTuner(BaseEstimator):
         self.p_level2 = p_level2
         self.crop_windows = crop_windows
         self.crop_step = crop_step
+        self.ft_surrogate = ft_surrogate
         self.n_branches = n_branches
         self.branch_epoch = branch_epoch
         self.checkpoint_dir = checkpoint_dir
@@ -544,6 +552,10 @@ class LeafInstructionTuner(BaseEstimator):
             offset = int(rng.integers(0, self.crop_windows * 100 // self.crop_step + 1)
                          ) * self.crop_step
             x = x[..., offset: offset + (n_windows - self.crop_windows) * 100]
+        if self.ft_surrogate:
+            chosen = torch.from_numpy(rng.random(len(index)) < self.ft_surrogate)
+            phases = torch.from_numpy(rng.uniform(0.0, 2 * np.pi, (len(index), x.shape[-1] // 2 + 1)))
+            x = torch.where(chosen[:, None, None], phase_randomized(x, phases), x)
         return x, target
 
     def _accuracy(self, model, task, encoder, prototypes, device):

@@ -162,3 +162,22 @@ def test_members_written_before_a_config_key_existed_still_combine(tmp_path, mem
     save_file(load_file(str(members[1])), str(older), metadata={"leaf_sk": json.dumps(meta)})
     path = combine_checkpoints([members[0], older], tmp_path / "ensemble.safetensors")
     assert read_metadata(path)["config"] == TINY.to_dict()
+
+
+def test_an_ensemble_without_reconstruction_heads_is_smaller_and_predicts_the_same(tmp_path,
+                                                                                  members):
+    full = combine_checkpoints(members, tmp_path / "full.safetensors")
+    lean = combine_checkpoints(members, tmp_path / "lean.safetensors", reconstruction_heads=False)
+    assert lean.stat().st_size < full.stat().st_size
+    a, b = load_checkpoint(full)[0], load_checkpoint(lean)[0]
+    assert not any("outProj" in key for key in b.state_dict())
+    assert all(not m.config.reconstruction_heads for m in b.members)
+    x = torch.randn(4, 65, 400)
+    instruction = torch.nn.functional.normalize(torch.randn(64), dim=0)
+    with torch.no_grad():
+        torch.testing.assert_close(b(x, instruction), a(x, instruction))
+    with pytest.raises(ValueError, match="no reconstruction heads"):
+        b.members[0].tower.reconstruct(torch.zeros(1, 2, TINY.d_model), "mask")
+    lone = save_checkpoint(tmp_path / "lone.safetensors", b.members[0], text_encoder="hashing")
+    with pytest.raises(ValueError, match="without the Tower's reconstruction heads"):
+        LeafPretrainer(checkpoint=str(lone), size="tiny")._make_module(0)

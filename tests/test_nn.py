@@ -309,3 +309,19 @@ def test_crop_averaging_means_the_whole_trial_and_its_shifted_crops():
     assert torch.equal(crop_averaged(first_sample, x, 0), x[..., 0])
     assert torch.equal(crop_averaged(first_sample, x[..., :150], 5), x[..., 0])  # one window
     torch.testing.assert_close(crop_averaged(first_sample, x, 1), x[..., 0])
+
+
+def test_phase_randomized_keeps_each_frequency_s_cross_spectrum_and_changes_the_time_course():
+    from leaf_sk.nn import phase_randomized
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, 400, dtype=torch.float64)
+    phases = torch.rand(3, 201, dtype=torch.float64) * 2 * torch.pi
+    surrogate = phase_randomized(x, phases)
+    before, after = torch.fft.rfft(x), torch.fft.rfft(surrogate)
+    cross = lambda s: s[:, :, None] * s[:, None, :].conj()  # noqa: E731
+    assert torch.allclose(cross(after), cross(before), atol=1e-9)
+    assert surrogate.dtype == x.dtype and (surrogate - x).abs().mean() > 0.5
+    assert torch.allclose(phase_randomized(x, torch.zeros_like(phases)), x, atol=1e-12)
+    with pytest.raises(ValueError, match="phases must have shape"):
+        phase_randomized(x, phases[:, :-1])

@@ -275,3 +275,19 @@ def test_a_killed_branched_run_resumes_to_the_same_weights(tmp_path, monkeypatch
 def test_branch_settings_that_cannot_run_are_refused(params, match):
     with pytest.raises(ValueError, match=match):
         _tuner(**params).fit(_tasks())
+
+
+def test_ft_surrogate_replaces_about_its_share_of_trials_and_keeps_their_power():
+    task = {"data": torch.randn(400, 2, 400), "targets": torch.zeros(400, dtype=int),
+            "mirror": None}
+    index = torch.arange(400)
+    x, _ = _tuner(crop_windows=0, ft_surrogate=0.25)._augment(task, index,
+                                                              np.random.default_rng(0))
+    changed = (x - task["data"]).abs().amax(dim=(1, 2)) > 1e-4
+    assert 0.15 < changed.float().mean() < 0.35
+    power = lambda v: torch.fft.rfft(v).abs()  # noqa: E731
+    torch.testing.assert_close(power(x), power(task["data"]), atol=1e-3, rtol=1e-4)
+    same, _ = _tuner(crop_windows=0)._augment(task, index, np.random.default_rng(0))
+    assert torch.equal(same, task["data"])
+    with pytest.raises(ValueError, match="ft_surrogate"):
+        _tuner(ft_surrogate=1.5).fit(_tasks())

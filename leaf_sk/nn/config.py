@@ -80,6 +80,11 @@ class LeafConfig:
         False, leaf-sk's option, leaves the Tower out of the instruction path: the Q-Former
         reads only the band-power and spectral tokens (one of ``power_memory`` and
         ``spectral_memory`` must be on), and the Tower is not run.
+    reconstruction_heads : bool
+        Whether the Tower has its STR reconstruction heads (``mask_outProj``, ``next_outProj``;
+        True, as in the release). False, leaf-sk's option, leaves them out of a model used only
+        for instruction-following inference, which never runs them (0.34 M parameters of
+        "small"); such a model cannot be STR-pretrained.
     """
 
     n_channels: int = 65
@@ -109,6 +114,7 @@ class LeafConfig:
     spectral_sites: list | None = None
     spectral_tokens: str = "window"
     tower_memory: bool = True
+    reconstruction_heads: bool = True
 
     def __post_init__(self):
         for name in ("n_channels", "window_samples", "max_windows", "n_filters", "temporal_kernel",
@@ -128,7 +134,7 @@ class LeafConfig:
         if self.iqf_positions not in ("branch", "contiguous"):
             raise ValueError(
                 f"LeafConfig.iqf_positions must be 'branch' or 'contiguous', got {self.iqf_positions!r}.")
-        for name in ("power_memory", "spectral_memory", "tower_memory"):
+        for name in ("power_memory", "spectral_memory", "tower_memory", "reconstruction_heads"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"LeafConfig.{name} must be True or False, got "
                                  f"{getattr(self, name)!r}.")

@@ -30,6 +30,10 @@ class STRPretrainer(nn.Module):
 
     def __init__(self, config, band_width=6.0, max_band_start=50, sfreq=200.0):
         super().__init__()
+        if not config.reconstruction_heads:
+            raise ValueError("STR pretraining rebuilds waveforms with the Tower's reconstruction "
+                             "heads, which LeafConfig(reconstruction_heads=False) leaves out; "
+                             "pretrain a model with its heads.")
         self.config = config
         self.band_width = band_width
         self.max_band_start = max_band_start

@@ -51,8 +51,9 @@ class Tower(nn.Module):
         self.next_inProj = nn.Linear(config.token_dim, d)
         self.mask_transformer = _transformer(config)
         self.next_transformer = _transformer(config)
-        self.mask_outProj = _reconstruction_head(config)
-        self.next_outProj = _reconstruction_head(config)
+        if config.reconstruction_heads:
+            self.mask_outProj = _reconstruction_head(config)
+            self.next_outProj = _reconstruction_head(config)
 
     def _check_length(self, n_windows):
         if n_windows < 1 or n_windows > self.config.max_windows:
@@ -110,6 +111,10 @@ class Tower(nn.Module):
         -------
         Tensor, shape (batch, n_channels, n_windows * window_samples)
         """
+        if not self.config.reconstruction_heads:
+            raise ValueError("This Tower has no reconstruction heads "
+                             "(LeafConfig(reconstruction_heads=False)); it can embed EEG but not "
+                             "rebuild waveforms. Use a model with its heads for STR pretraining.")
         head = self.mask_outProj if branch == "mask" else self.next_outProj
         out = head(hidden)                                   # (B, N, C, W)
         batch, n_windows, n_channels, width = out.shape
