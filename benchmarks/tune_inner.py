@@ -87,8 +87,11 @@ def load(name):
     return X, y, subject, ch_names, sfreq
 
 
-def direct_scores(model, encoder, name, X, y, subject, ch_names, sfreq, subjects):
-    """Level-2 direct inference per subject, trials aligned per subject."""
+def direct_scores(model, encoder, name, X, y, subject, ch_names, sfreq, subjects,
+                  keep_outputs=False):
+    """Level-2 direct inference per subject, trials aligned per subject (with
+    ``keep_outputs``, each record also holds the cosine similarities ``cos`` of shape
+    (n_trials, n_classes) and the true class indices ``truth``)."""
     split = SPLITS[name]
     events = sorted(np.unique(y))
     texts = [label_text(e, split["paradigm_family"]) for e in events]
@@ -107,6 +110,8 @@ def direct_scores(model, encoder, name, X, y, subject, ch_names, sfreq, subjects
                              for i in range(0, len(data), 128)]).numpy()
         truth = np.searchsorted(events, y[rows])
         record = {"accuracy": float((cos.argmax(1) == truth).mean()), "n": int(rows.sum())}
+        if keep_outputs:
+            record.update(cos=cos, truth=truth)
         if len(events) == 2:
             record["auc"] = float(roc_auc_score(truth, cos[:, 1] - cos[:, 0]))
         scores[int(s)] = record

@@ -142,6 +142,10 @@ def test_cli_writes_an_ensemble_and_names_a_bad_member(tmp_path, members, capsys
     out = tmp_path / "ensemble.safetensors"
     assert main(["ensemble", *map(str, members), "--out", str(out), "--float16"]) == 0
     assert "3 members" in capsys.readouterr().out and read_metadata(out)["n_members"] == 3
+    lean = tmp_path / "lean.safetensors"
+    assert main(["ensemble", *map(str, members), "--out", str(lean), "--float16",
+                 "--no-reconstruction-heads"]) == 0
+    assert not read_metadata(lean)["config"]["reconstruction_heads"]
     assert main(["ensemble", str(members[0]), str(tmp_path / "none.safetensors"),
                  "--out", str(tmp_path / "bad.safetensors")]) == 2
     err = capsys.readouterr().err

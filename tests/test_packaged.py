@@ -38,8 +38,8 @@ def test_leaf_small_bci_is_the_default_and_embeds(make_trials):
     model, _ = load_checkpoint("leaf-small-bci")
     assert encoder.checkpoint == "leaf-small-bci" == LeafInstructionClassifier().checkpoint
     assert (encoder.alignment_, encoder.pooling_) == ("euclidean", "logvar")
-    assert len(model.members) == 3  # the band power of every member's filters
-    assert features.shape == (6, 3 * model.config.n_filters)
+    assert len(model.members) == 6  # the band power of every member's filters
+    assert features.shape == (6, 6 * model.config.n_filters)
     assert np.isfinite(features).all()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -50,8 +50,9 @@ def test_leaf_small_bci_is_the_default_and_embeds(make_trials):
 
 def test_leaf_small_bci_is_documented_and_saw_no_test_subject():
     meta = read_metadata("leaf-small-bci")
-    assert meta["parts"] == ["qformer", "spectral", "tower"] and meta["n_members"] == 3
+    assert meta["parts"] == ["qformer", "spectral", "tower"] and meta["n_members"] == 6
     config = meta["config"]
+    assert config["n_layers"] == 2 and config["reconstruction_heads"] is False
     assert config["power_memory"] is True and config["spectral_memory"] is True
     assert config["spectral_sites"] == ["O1", "Oz", "O2", "PO7", "PO3", "POz", "PO4", "PO8"]
     assert meta["text_encoder"] == {"name": "all-MiniLM-L6-v2", "dim": 384}
@@ -61,12 +62,12 @@ def test_leaf_small_bci_is_documented_and_saw_no_test_subject():
                     "Kalunga2016": set(range(1, 9))}
     assert provenance["params"]["alignment"] == "euclidean"
     members = provenance["members"]
-    assert [m["provenance"]["params"]["random_state"] for m in members] == [0, 1, 2]
+    assert [m["provenance"]["params"]["random_state"] for m in members] == [0, 1, 2, 3, 4, 5]
     for member in members:
         assert member["provenance"]["data"] == provenance["data"]
         assert len(member["history"]) == provenance["params"]["max_epochs"]
         last = member["history"][-1]
-        assert last["PhysionetMI_train_acc"] > 0.9 and last["Kalunga2016_train_acc"] > 0.85
+        assert last["PhysionetMI_train_acc"] > 0.85 and last["Kalunga2016_train_acc"] > 0.8
 
 
 def test_untrained_qformer_warns(make_trials):
