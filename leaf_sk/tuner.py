@@ -554,7 +554,8 @@ class LeafInstructionTuner(BaseEstimator):
             x = x[..., offset: offset + (n_windows - self.crop_windows) * 100]
         if self.ft_surrogate:
             chosen = torch.from_numpy(rng.random(len(index)) < self.ft_surrogate)
-            phases = torch.from_numpy(rng.uniform(0.0, 2 * np.pi, (len(index), x.shape[-1] // 2 + 1)))
+            n_bins = x.shape[-1] // 2 + 1
+            phases = torch.from_numpy(rng.uniform(0.0, 2 * np.pi, (len(index), n_bins)))
             x = torch.where(chosen[:, None, None], phase_randomized(x, phases), x)
         return x, target
 
