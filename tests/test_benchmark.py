@@ -596,12 +596,12 @@ def test_physionet_reproduces_the_results_table(tmp_path, monkeypatch):
         ("within-session", "TS+LR"): [0.880, 0.560, 0.310, 0.490, 0.990],
         ("within-session", "MDM"): [0.610, 0.470, 0.320, 0.330, 0.890],
         ("within-session", "frontal-control"): [0.590, 0.680, 0.620, 0.670, 0.420],
-        ("within-session", "LEAF+LR"): [0.790, 0.590, 0.540, 0.410, 0.910],  # leaf-small-bci
+        ("within-session", "LEAF+LR"): [0.910, 0.800, 0.590, 0.540, 0.960],  # leaf-small-bci
         ("cross-subject", "TS+LR"): [0.937, 0.575, 0.607, 0.706, 0.883],
         ("cross-subject", "CSP+LDA"): [0.905, 0.646, 0.613, 0.413, 0.980],
         ("cross-subject", "MDM"): [0.619, 0.615, 0.571, 0.571, 0.787],
         ("cross-subject", "frontal-control"): [0.492, 0.478, 0.474, 0.425, 0.435],
-        ("cross-subject", "LEAF+LR"): [0.872, 0.735, 0.640, 0.567, 0.866],
+        ("cross-subject", "LEAF+LR"): [0.907, 0.652, 0.579, 0.798, 0.895],
     }
     scores = lb.run_benchmark("PhysionetMI", pipelines=["CSP+LDA", "TS+LR", "MDM",
                                                         "frontal-control", "LEAF+LR"])
