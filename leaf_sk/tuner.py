@@ -425,7 +425,9 @@ class LeafInstructionTuner(BaseEstimator):
         network = accelerator.unwrap_model(model) if accelerator is not None else model
         if resume is not None and resume.exists():
             state = torch.load(resume, map_location=device, weights_only=False)
-            if state["label_space"] != self.label_space_ or state["params"] != self._resume_params():
+            # A file written before a setting existed ran it at its default.
+            stored = {**self._resume_params(type(self)().get_params()), **state["params"]}
+            if state["label_space"] != self.label_space_ or stored != self._resume_params():
                 raise ValueError(
                     f"{resume} is a tuning run with other tasks or settings; use another "
                     f"checkpoint_dir, or delete its {RESUME_FILE.replace('.pt', '*.pt')} files to "
@@ -533,10 +535,13 @@ class LeafInstructionTuner(BaseEstimator):
             if accelerator is not None:
                 accelerator.wait_for_everyone()
 
-    def _resume_params(self):
-        # Without branches their settings change nothing (and older files lack them).
-        unused = ("n_branches", "branch_epoch") if self.n_branches == 1 else ()
-        return {k: v for k, v in self.get_params().items()
+    def _resume_params(self, params=None):
+        """The settings a resume file must share with this run (of ``params``, default this
+        tuner's)."""
+        params = self.get_params() if params is None else params
+        # Without branches their settings change nothing.
+        unused = ("n_branches", "branch_epoch") if params["n_branches"] == 1 else ()
+        return {k: v for k, v in params.items()
                 if k not in ("checkpoint_dir", "device", "verbose", "max_epochs", "distributed",
                              *unused)}
 
@@ -556,7 +561,8 @@ class LeafInstructionTuner(BaseEstimator):
             chosen = torch.from_numpy(rng.random(len(index)) < self.ft_surrogate)
             n_bins = x.shape[-1] // 2 + 1
             phases = torch.from_numpy(rng.uniform(0.0, 2 * np.pi, (len(index), n_bins)))
-            x = torch.where(chosen[:, None, None], phase_randomized(x, phases), x)
+            x = x.clone()
+            x[chosen] = phase_randomized(x[chosen], phases[chosen])
         return x, target
 
     def _accuracy(self, model, task, encoder, prototypes, device):

@@ -79,6 +79,15 @@ def test_resume_with_other_settings_is_refused(tmp_path):
     _tuner(max_epochs=1, checkpoint_dir=str(tmp_path)).fit(_tasks())
     with pytest.raises(ValueError, match="other tasks or settings"):
         _tuner(max_epochs=2, checkpoint_dir=str(tmp_path), lr=1e-3).fit(_tasks())
+    # A file written before a setting existed ran it at its default: it resumes under the
+    # default and is refused under another value.
+    state = torch.load(tmp_path / RESUME_FILE, weights_only=False)
+    del state["params"]["ft_surrogate"]
+    torch.save(state, tmp_path / RESUME_FILE)
+    assert len(_tuner(max_epochs=2, checkpoint_dir=str(tmp_path)).fit(_tasks()).history_) == 2
+    torch.save(state, tmp_path / RESUME_FILE)
+    with pytest.raises(ValueError, match="other tasks or settings"):
+        _tuner(max_epochs=2, checkpoint_dir=str(tmp_path), ft_surrogate=0.5).fit(_tasks())
 
 
 def test_unknown_family_is_refused():
