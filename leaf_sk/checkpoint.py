@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ._atomic import atomic_path
+from ._int8 import dequantize_state, quantize_state
 from .nn import SIZES, LeafConfig, LeafEnsemble, LeafModel
 
 FORMAT_NAME = "leaf-sk"
@@ -187,7 +188,10 @@ def save_checkpoint(path, model, *, text_encoder=None, sfreq=200.0, ch_names=Non
     history : list of dict, optional
         Per-epoch losses.
     dtype : torch.dtype, optional
-        Storage dtype for floating-point tensors (e.g. ``torch.float16`` to halve the file).
+        Storage dtype for floating-point tensors: ``torch.float16`` halves the file;
+        ``torch.int8`` quarters it, storing each weight matrix as int8 with one float16 scale
+        per row (the row's largest magnitude maps to 127) and the small tensors as float16.
+        Loading returns float32 either way.
 
     Returns
     -------
@@ -196,11 +200,16 @@ def save_checkpoint(path, model, *, text_encoder=None, sfreq=200.0, ch_names=Non
     from . import __version__
     from .montage import TEMPLATE_CH_NAMES
 
-    state = _prefixed_state_dict(model)
-    if dtype is not None:
+    state = {k: v.detach().cpu() for k, v in _prefixed_state_dict(model).items()}
+    if dtype == torch.int8:
+        state = quantize_state(state)
+    elif dtype is not None:
+        if not dtype.is_floating_point:
+            raise ValueError(f"dtype must be a floating-point dtype or torch.int8, got {dtype}.")
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     ensemble = isinstance(model, LeafEnsemble)
-    parts = sorted({(key.split(".", 2)[2] if ensemble else key).split(".", 1)[0] for key in state})
+    parts = sorted({(key.split(".", 2)[2] if ensemble else key).split(".", 1)[0]
+                    for key in _prefixed_state_dict(model)})
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -218,7 +227,7 @@ def save_checkpoint(path, model, *, text_encoder=None, sfreq=200.0, ch_names=Non
         meta["n_members"] = len(model.members)
     from safetensors.torch import save_file
 
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    tensors = {k: v.contiguous() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={_METADATA_KEY: json.dumps(meta)})
     return Path(path)
@@ -338,6 +347,10 @@ def load_checkpoint(checkpoint, *, config=None, d_text=None):
         except Exception as exc:
             raise ValueError(f"{path}: reading the weights failed ({exc}); the file is damaged "
                              "or truncated, write it again.") from exc
+        try:
+            state = dequantize_state(state)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc
     else:
         state, resume = _read_torch_file(path)
         parts = sorted({k.split(".", 1)[0] for k in state})
@@ -381,7 +394,8 @@ def combine_checkpoints(paths, path, *, dtype=None, reconstruction_heads=True, p
     path : str or Path
         The ensemble file, written atomically.
     dtype : torch.dtype, optional
-        Storage dtype (``torch.float16`` halves the file; loading returns float32).
+        Storage dtype (``torch.float16`` halves the file, ``torch.int8`` quarters it; see
+        :func:`save_checkpoint`; loading returns float32).
     reconstruction_heads : bool
         False leaves out the members' STR reconstruction heads, which instruction-following
         inference never runs (``LeafConfig(reconstruction_heads=False)``): a smaller file of

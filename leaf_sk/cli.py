@@ -193,8 +193,12 @@ def _build_parser():
     ensemble.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
                           help="two or more tuned.safetensors files (or packaged names)")
     ensemble.add_argument("--out", required=True, metavar="FILE", help="the ensemble file")
-    ensemble.add_argument("--float16", action="store_true",
-                          help="store the weights as float16 (half the size; loaded as float32)")
+    storage = ensemble.add_mutually_exclusive_group()
+    storage.add_argument("--float16", action="store_true",
+                         help="store the weights as float16 (half the size; loaded as float32)")
+    storage.add_argument("--int8", action="store_true",
+                         help="store each weight matrix as int8 with one float16 scale per row, "
+                              "the rest as float16 (a quarter of the size; loaded as float32)")
     ensemble.add_argument("--no-reconstruction-heads", action="store_true",
                           help="leave out the Towers' STR reconstruction heads, which inference "
                                "never runs (0.34 M parameters per 'small' member)")
@@ -495,8 +499,8 @@ def _ensemble(args):
 
     from .checkpoint import combine_checkpoints
 
-    path = combine_checkpoints(args.checkpoints, args.out,
-                               dtype=torch.float16 if args.float16 else None,
+    dtype = torch.float16 if args.float16 else torch.int8 if args.int8 else None
+    path = combine_checkpoints(args.checkpoints, args.out, dtype=dtype,
                                reconstruction_heads=not args.no_reconstruction_heads)
     print(f"wrote {path} ({len(args.checkpoints)} members, {path.stat().st_size / 1e6:.1f} MB)")
     return 0

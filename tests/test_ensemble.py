@@ -185,3 +185,59 @@ def test_an_ensemble_without_reconstruction_heads_is_smaller_and_predicts_the_sa
     lone = save_checkpoint(tmp_path / "lone.safetensors", b.members[0], text_encoder="hashing")
     with pytest.raises(ValueError, match="without the Tower's reconstruction heads"):
         LeafPretrainer(checkpoint=str(lone), size="tiny")._make_module(0)
+
+
+def test_int8_storage_quarters_the_weight_matrices_and_loads_as_float32(tmp_path, members):
+    from safetensors import safe_open
+
+    from leaf_sk._int8 import SCALE_SUFFIX
+
+    half = combine_checkpoints(members, tmp_path / "half.safetensors", dtype=torch.float16)
+    int8 = combine_checkpoints(members, tmp_path / "int8.safetensors", dtype=torch.int8)
+    assert int8.stat().st_size < 0.8 * half.stat().st_size
+    with safe_open(str(int8), framework="pt") as f:
+        stored = {key: f.get_tensor(key) for key in f.keys()}
+    quantized = [k for k, v in stored.items() if v.dtype == torch.int8]
+    assert "members.0.qformer.film.weight" in quantized
+    assert all(k + SCALE_SUFFIX in stored for k in quantized)
+    a, b = load_checkpoint(combine_checkpoints(members, tmp_path / "full.safetensors"))[0], \
+        load_checkpoint(int8)[0]
+    for (name, value), other in zip(a.state_dict().items(), b.state_dict().values()):
+        assert other.dtype == value.dtype, name
+        if name in quantized:  # half a step of the row's scale, the scale itself rounded
+            rows = value.reshape(value.shape[0], -1)
+            step = rows.abs().amax(dim=1, keepdim=True) / 127
+            assert ((other.reshape(rows.shape) - rows).abs() <= 0.51 * step + 1e-6).all(), name
+    x = torch.randn(4, 65, 400)
+    instruction = torch.nn.functional.normalize(torch.randn(64), dim=0)
+    with torch.no_grad():
+        cosine = torch.nn.functional.cosine_similarity(b(x, instruction), a(x, instruction), dim=-1)
+    assert cosine.min() > 0.99
+
+
+def test_a_damaged_int8_file_is_refused_with_the_key_it_lacks(tmp_path, members):
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    int8 = combine_checkpoints(members, tmp_path / "int8.safetensors", dtype=torch.int8)
+    tensors = load_file(str(int8))
+    del tensors["members.1.qformer.film.weight.int8_scale"]
+    damaged = tmp_path / "damaged.safetensors"
+    save_file(tensors, str(damaged), metadata={"leaf_sk": json.dumps(read_metadata(int8))})
+    with pytest.raises(ValueError, match=r"damaged.safetensors.*'members.1.qformer.film.weight' "
+                                         "has no scales"):
+        load_checkpoint(damaged)
+    with pytest.raises(ValueError, match="floating-point dtype or torch.int8"):
+        combine_checkpoints(members, tmp_path / "e.safetensors", dtype=torch.int16)
+
+
+def test_cli_storage_options_exclude_each_other(tmp_path, members, capsys):
+    from leaf_sk.cli import main
+
+    out = tmp_path / "ensemble.safetensors"
+    assert main(["ensemble", *map(str, members), "--out", str(out), "--int8"]) == 0
+    assert load_checkpoint(out)[0].members[0].qformer.film.weight.dtype == torch.float32
+    with pytest.raises(SystemExit) as exit_:
+        main(["ensemble", *map(str, members), "--out", str(out), "--int8", "--float16"])
+    assert exit_.value.code == 2 and "not allowed with" in capsys.readouterr().err
