@@ -16,7 +16,8 @@ Prints, per dataset, the mean over all validation subjects (13 PhysioNet, 7 Kalu
 each model alone and of the ensemble of all of them, with the per-subject scores; with
 ``--subsets``, the mean score of every ensemble of k of the models, for each k; with
 ``--check-file``, the ensemble written as ``leaf-sk ensemble --float16
---no-reconstruction-heads`` writes it, loaded and scored as one model.
+--no-reconstruction-heads`` writes it (``--storage int8``: as ``--int8`` writes it), loaded and
+scored as one model.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ def main(argv=None):
     parser.add_argument("--subsets", action="store_true",
                         help="also the mean score of the ensembles of every k of the models")
     parser.add_argument("--check-file", action="store_true",
-                        help="also score the ensemble file (float16, no reconstruction heads)")
+                        help="also score the ensemble file (no reconstruction heads)")
+    parser.add_argument("--storage", choices=("float16", "int8"), default="float16",
+                        help="storage of the --check-file ensemble (default float16)")
     args = parser.parse_args(argv)
     if len(args.folders) < 2 or any("{fold}" not in f for f in args.folders):
         parser.error("give two or more folders, each with {fold} in its name")
@@ -65,7 +68,7 @@ def main(argv=None):
         if args.check_file:
             with tempfile.TemporaryDirectory() as tmp:
                 ensemble = load_checkpoint(combine_checkpoints(
-                    paths, f"{tmp}/e.safetensors", dtype=torch.float16,
+                    paths, f"{tmp}/e.safetensors", dtype=getattr(torch, args.storage),
                     reconstruction_heads=False))[0]
         for name in tune_inner.SPLITS:
             X, y, subject, ch_names, sfreq = tune_inner.load(name)
@@ -96,7 +99,7 @@ def main(argv=None):
             report(f"model {i}", ensemble_scores([i]))
         report(f"ensemble of all {n_models}", ensemble_scores(range(n_models)))
         if file_scores:
-            report("ensemble file (float16, no reconstruction heads)",
+            report(f"ensemble file ({args.storage}, no reconstruction heads)",
                    [file_scores[k] for k in keys])
         if args.subsets:
             means = [np.mean([np.mean(ensemble_scores(c))
