@@ -134,6 +134,13 @@ class LeafInstructionTuner(BaseEstimator):
         same on every channel, so band power and spatial covariance per frequency stay and the
         time course does not). 0 (default) leaves the trials as they are. leaf-sk's option,
         not the paper's.
+    position_shift : bool
+        Each training batch takes its positional embeddings (Tower and Q-Former) from a random
+        first position, 0 to ``max_windows`` minus its windows, instead of 0. Batches of two
+        tasks are cropped to the shorter task's trials (1.5 s for PhysioNet with Kalunga2016),
+        so without the shift the positions of longer trials' later windows are never trained
+        and keep their random initialisation at inference. False (default) trains as the
+        release does. leaf-sk's option, not the paper's.
     n_branches : int
         1 (default) trains one run. More: after ``branch_epoch`` epochs the run splits into
         this many branches that continue from the same weights and optimizer state with their
@@ -182,6 +189,7 @@ class LeafInstructionTuner(BaseEstimator):
         "crop_windows": [Interval(Integral, 0, None, closed="left")],
         "crop_step": [Interval(Integral, 1, 100, closed="both")],
         "ft_surrogate": [Interval(Real, 0, 1, closed="both")],
+        "position_shift": ["boolean"],
         "n_branches": [Interval(Integral, 1, None, closed="left")],
         "branch_epoch": [Interval(Integral, 1, None, closed="left")],
         "checkpoint_dir": [str, None],
@@ -195,8 +203,8 @@ class LeafInstructionTuner(BaseEstimator):
                  spectral_memory=True, alignment="euclidean", text_encoder=DEFAULT_TEXT_ENCODER,
                  max_epochs=8, lr=2e-4, lr_tokenizer=1e-3, weight_decay=1e-3, warmup_epochs=1.0,
                  batch_size=32, logit_scale=10.0, softmax_over="task", p_default=0.1, p_level2=0.9,
-                 crop_windows=1, crop_step=100, ft_surrogate=0.0, n_branches=1, branch_epoch=2,
-                 checkpoint_dir=None, distributed=False, device="auto", verbose=1,
+                 crop_windows=1, crop_step=100, ft_surrogate=0.0, position_shift=False,
+                 n_branches=1, branch_epoch=2, checkpoint_dir=None, distributed=False, device="auto", verbose=1,
                  random_state=0):
         self.checkpoint = checkpoint
         self.size = size
@@ -218,6 +226,7 @@ class LeafInstructionTuner(BaseEstimator):
         self.crop_windows = crop_windows
         self.crop_step = crop_step
         self.ft_surrogate = ft_surrogate
+        self.position_shift = position_shift
         self.n_branches = n_branches
         self.branch_epoch = branch_epoch
         self.checkpoint_dir = checkpoint_dir
@@ -477,8 +486,14 @@ class LeafInstructionTuner(BaseEstimator):
                 # then sees the same mixture of tasks in training as its running statistics
                 # hold at inference (a pass per task left them fitting the last task only).
                 n_samples = min(x.shape[-1] for _, x, _, _ in parts)
+                first_position = 0
+                if self.position_shift:
+                    config = network.config
+                    n_windows = n_samples // config.window_samples
+                    first_position = int(rng.integers(0, config.max_windows - n_windows + 1))
                 embedding = model(torch.cat([x[..., :n_samples] for _, x, _, _ in parts]).to(device),
-                                  torch.cat([instr for _, _, _, instr in parts]).to(device))
+                                  torch.cat([instr for _, _, _, instr in parts]).to(device),
+                                  first_position=first_position)
                 loss, first = 0.0, 0
                 for task, x, target, _ in parts:
                     rows = embedding[first:first + len(target)]

@@ -154,6 +154,26 @@ def test_iqf_positions(tiny):
     assert contiguous.qformer.positions(3).tolist() == [0, 1, 2, 3, 4, 5]
 
 
+def test_first_position_reads_the_positional_tables_from_there(tiny):
+    """A shifted model equals one whose position tables were moved to start at the shift."""
+    import copy
+
+    model = LeafModel(tiny).eval()
+    assert model.qformer.positions(3, first_position=2).tolist() == [2, 3, 4, 22, 23, 24]
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        moved.tower.pos_embedding[:, :3] = model.tower.pos_embedding[:, 2:5]
+        moved.qformer.pos_embedding[:, model.qformer.positions(3)] = \
+            model.qformer.pos_embedding[:, model.qformer.positions(3, first_position=2)]
+    x, instruction = torch.randn(2, 65, 300), torch.nn.functional.normalize(torch.randn(12), dim=0)
+    with torch.no_grad():
+        shifted = model(x, instruction, first_position=2)
+        torch.testing.assert_close(shifted, moved(x, instruction))
+        assert not torch.allclose(shifted, model(x, instruction))
+    with pytest.raises(ValueError, match="1 to 2 windows of 100 samples \\(from position 18\\)"):
+        model(x, instruction, first_position=18)
+
+
 def test_too_many_windows_is_a_clear_error(tiny):
     with pytest.raises(ValueError, match="1 to 20 windows.*crop or segment"):
         Tower(tiny)(torch.randn(1, 65, 2100))

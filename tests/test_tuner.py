@@ -300,3 +300,38 @@ def test_ft_surrogate_replaces_about_its_share_of_trials_and_keeps_their_power()
     assert torch.equal(same, task["data"])
     with pytest.raises(ValueError, match="ft_surrogate"):
         _tuner(ft_surrogate=1.5).fit(_tasks())
+
+
+def test_position_shift_trains_the_positions_that_longer_trials_use():
+    """Batches are cropped to the shorter task (here 3 windows, the 2-s trials cropped by
+    one): without the shift the later
+    positions keep their initial values (the same for two learning rates from the same seed);
+    with it they are trained."""
+    def trained_positions(**params):
+        a, b = (_tuner(weight_decay=0.0, lr=lr, **params).fit(_tasks()).model_.tower.pos_embedding[0]
+                for lr in (1e-4, 1e-3))
+        return ((a - b).abs().amax(dim=1) > 0).tolist()
+
+    plain = trained_positions()
+    assert plain[:3] == [True] * 3 and not any(plain[3:])
+    assert sum(trained_positions(position_shift=True)[3:]) >= 3
+
+
+def test_cli_tune_passes_position_shift_to_the_tuner(monkeypatch, tmp_path):
+    from conftest import use_shared_data
+
+    from leaf_sk.cli import main
+
+    use_shared_data(monkeypatch, "MNE-ssvepexo-data")
+    seen = []
+
+    def record(self, tasks):
+        seen.append(self.position_shift)
+        raise RuntimeError("stop after the settings were read")
+
+    monkeypatch.setattr(LeafInstructionTuner, "fit", record)
+    for options in ([], ["--position-shift"]):
+        with contextlib.suppress(RuntimeError):
+            main(["tune", "--moabb", "Kalunga2016:1", "--out", str(tmp_path / "run"), "--quiet",
+                  *options])
+    assert seen == [False, True]

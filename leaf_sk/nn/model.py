@@ -87,13 +87,17 @@ class LeafModel(nn.Module):
         if config.spectral_memory:
             self.spectral = SpectralMemory(config)
 
-    def forward(self, x, instruction):
+    def forward(self, x, instruction, first_position=0):
         """Embed EEG.
 
         Parameters
         ----------
         x : Tensor, shape (batch, n_channels, n_windows * window_samples)
         instruction : Tensor, shape (batch, d_text) or (d_text,)
+        first_position : int
+            Positional index of the first window in the Tower and the Q-Former (0 at
+            inference, as in the release; drawn in training by
+            ``LeafInstructionTuner(position_shift=True)``).
 
         Returns
         -------
@@ -102,9 +106,9 @@ class LeafModel(nn.Module):
         cfg = self.config
         power = self.tower.tokenizer.log_power(x) if cfg.power_memory else None
         spectrum = self.spectral(x) if cfg.spectral_memory else None
-        tokens = (self.tower(x) if cfg.tower_memory
+        tokens = (self.tower(x, first_position) if cfg.tower_memory
                   else x.new_zeros(len(x), 0, cfg.d_model))
-        return self.qformer(tokens, instruction, power, spectrum)
+        return self.qformer(tokens, instruction, power, spectrum, first_position)
 
 
 class LeafEnsemble(nn.Module):

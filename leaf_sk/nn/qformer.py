@@ -53,13 +53,13 @@ class QFormer(nn.Module):
             self.spectral_embed = nn.Sequential(nn.LayerNorm(config.spectral_dim),
                                                 nn.Linear(config.spectral_dim, d))
 
-    def positions(self, n_windows, device=None):
+    def positions(self, n_windows, device=None, first_position=0):
         """Position indices of ``[S_1..S_N, T_1..T_N]``, shape (2 * n_windows,)."""
-        idx = torch.arange(n_windows, device=device)
+        idx = torch.arange(first_position, first_position + n_windows, device=device)
         offset = n_windows if self.config.iqf_positions == "contiguous" else self.config.max_windows
         return torch.cat([idx, idx + offset])
 
-    def forward(self, tokens, instruction, power=None, spectrum=None):
+    def forward(self, tokens, instruction, power=None, spectrum=None, first_position=0):
         """Embed Tower tokens conditioned on an instruction.
 
         Parameters
@@ -74,6 +74,9 @@ class QFormer(nn.Module):
             Log power spectra per window or per trial
             (:func:`~leaf_sk.nn.spectral.window_log_spectrum`); required when
             ``config.spectral_memory``, refused otherwise.
+        first_position : int
+            Window position of the first token pair (0, as in the release; see
+            :meth:`Tower.contextual`).
 
         Returns
         -------
@@ -87,7 +90,8 @@ class QFormer(nn.Module):
             instruction = instruction.unsqueeze(0)
         gamma, beta = self.film(instruction.to(tokens.dtype)).unsqueeze(1).chunk(2, dim=-1)
         tokens = (1 + gamma) * tokens + beta
-        tokens = tokens + self.pos_embedding[:, self.positions(n_tokens // 2, tokens.device)]
+        tokens = tokens + self.pos_embedding[:, self.positions(n_tokens // 2, tokens.device,
+                                                                first_position)]
         if (power is not None) != self.config.power_memory:
             raise ValueError("QFormer: pass `power` exactly when config.power_memory is True "
                              f"(power_memory={self.config.power_memory}).")

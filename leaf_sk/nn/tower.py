@@ -55,13 +55,14 @@ class Tower(nn.Module):
             self.mask_outProj = _reconstruction_head(config)
             self.next_outProj = _reconstruction_head(config)
 
-    def _check_length(self, n_windows):
-        if n_windows < 1 or n_windows > self.config.max_windows:
+    def _check_length(self, n_windows, first_position=0):
+        if n_windows < 1 or first_position + n_windows > self.config.max_windows:
             raise ValueError(
-                f"The Tower takes 1 to {self.config.max_windows} windows of "
-                f"{self.config.window_samples} samples, got {n_windows}; crop or segment the input.")
+                f"The Tower takes 1 to {self.config.max_windows - first_position} windows of "
+                f"{self.config.window_samples} samples (from position {first_position}), got "
+                f"{n_windows}; crop or segment the input.")
 
-    def contextual(self, tokens, token_mask=None):
+    def contextual(self, tokens, token_mask=None, first_position=0):
         """Run the bidirectional branch.
 
         Parameters
@@ -69,33 +70,38 @@ class Tower(nn.Module):
         tokens : Tensor, shape (batch, n_windows, token_dim)
         token_mask : BoolTensor, shape (batch, n_windows), optional
             True where a token is replaced by the learned mask token.
+        first_position : int
+            Index of the positional embedding of the first window (0, as in the release;
+            ``LeafInstructionTuner(position_shift=True)`` draws it in training).
 
         Returns
         -------
         Tensor, shape (batch, n_windows, d_model)
         """
         n_windows = tokens.shape[1]
-        self._check_length(n_windows)
+        self._check_length(n_windows, first_position)
         h = self.mask_inProj(tokens)
         if token_mask is not None:
             h = torch.where(token_mask.unsqueeze(-1), self.mask_token.to(h.dtype), h)
-        h = h + self.pos_embedding[:, :n_windows]
+        h = h + self.pos_embedding[:, first_position:first_position + n_windows]
         return self.mask_transformer(h)
 
-    def causal(self, tokens):
+    def causal(self, tokens, first_position=0):
         """Run the causal branch: output ``i`` sees windows ``0..i`` only.
 
         Parameters
         ----------
         tokens : Tensor, shape (batch, n_windows, token_dim)
+        first_position : int
+            As in :meth:`contextual`.
 
         Returns
         -------
         Tensor, shape (batch, n_windows, d_model)
         """
         n_windows = tokens.shape[1]
-        self._check_length(n_windows)
-        h = self.next_inProj(tokens) + self.pos_embedding[:, :n_windows]
+        self._check_length(n_windows, first_position)
+        h = self.next_inProj(tokens) + self.pos_embedding[:, first_position:first_position + n_windows]
         mask = self.causal_mask[:n_windows, :n_windows].to(h.dtype)
         return self.next_transformer(h, mask=mask, is_causal=True)
 
@@ -120,12 +126,14 @@ class Tower(nn.Module):
         batch, n_windows, n_channels, width = out.shape
         return out.permute(0, 2, 1, 3).reshape(batch, n_channels, n_windows * width)
 
-    def forward(self, x):
+    def forward(self, x, first_position=0):
         """Inference embedding: both branches on the clean input, concatenated.
 
         Parameters
         ----------
         x : Tensor, shape (batch, n_channels, n_windows * window_samples)
+        first_position : int
+            As in :meth:`contextual`.
 
         Returns
         -------
@@ -133,4 +141,5 @@ class Tower(nn.Module):
             ``[S_1..S_N, T_1..T_N]``: contextual tokens, then causal tokens.
         """
         tokens = self.tokenizer(x)
-        return torch.cat([self.contextual(tokens), self.causal(tokens)], dim=1)
+        return torch.cat([self.contextual(tokens, first_position=first_position),
+                          self.causal(tokens, first_position)], dim=1)
