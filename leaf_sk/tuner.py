@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import os
 import time
+import warnings
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -375,7 +376,28 @@ class LeafInstructionTuner(BaseEstimator):
         self.model_ = model.eval()
         self.tasks_ = [{"name": t["name"], "family": t["family"], "label_texts": t["texts"],
                         "n_trials": int(len(t["targets"]))} for t in prepared]
+        if rank == 0:
+            self._warn_if_eval_mode_misses_what_training_fitted(prepared)
         return self
+
+    def _warn_if_eval_mode_misses_what_training_fitted(self, prepared):
+        """Warn when a task's training loss fell well below chance's but the model, in eval
+        mode on whole trials, classifies its own training trials little better than chance."""
+        last = self.history_[-1]
+        for task in prepared:
+            n_classes = len(task["texts"])
+            chance = 1.0 / n_classes
+            loss, accuracy = last[f"{task['name']}_loss"], last[f"{task['name']}_train_acc"]
+            if loss < 0.5 * np.log(n_classes) and accuracy < (1.0 + chance) / 2:
+                warnings.warn(
+                    f"LeafInstructionTuner: the training loss of task {task['name']!r} fell to "
+                    f"{loss:.3f} (chance: {np.log(n_classes):.3f}), yet in eval mode on whole "
+                    f"trials the tuned model classifies {accuracy:.1%} of its own training "
+                    f"trials (chance {chance:.1%}). What it fitted on the training crops does not "
+                    "carry to whole trials: batches are cropped to the shortest task's trials, "
+                    "so the positions of longer trials' later windows are untrained unless "
+                    "position_shift=True. Train with position_shift=True or another "
+                    "random_state, and check history_.", UserWarning, stacklevel=3)
 
     def _accelerator(self, device):
         """An Accelerate ``Accelerator`` when ``distributed``, else None."""

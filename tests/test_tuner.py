@@ -335,3 +335,23 @@ def test_cli_tune_passes_position_shift_to_the_tuner(monkeypatch, tmp_path):
             main(["tune", "--moabb", "Kalunga2016:1", "--out", str(tmp_path / "run"), "--quiet",
                   *options])
     assert seen == [False, True]
+
+
+@pytest.mark.parametrize("loss, accuracy, warns", [(0.07, 0.52, True), (0.07, 0.95, False),
+                                                   (0.69, 0.52, False)])
+def test_a_fit_that_eval_mode_does_not_reproduce_warns(loss, accuracy, warns):
+    """A seed of the packaged recipe fitted its PhysioNet crops (loss 0.07) and classified 52 %
+    of its own training trials whole, in eval mode (benchmarks/RESULTS.md, sixth round)."""
+    import warnings
+
+    tuner = _tuner()
+    tuner.history_ = [{"epoch": 8, "mi_loss": loss, "mi_train_acc": accuracy}]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        tuner._warn_if_eval_mode_misses_what_training_fitted(
+            [{"name": "mi", "texts": ["Left hand", "Right hand"]}])
+    messages = [str(w.message) for w in caught]
+    assert bool(messages) == warns
+    if warns:
+        assert "'mi' fell to 0.070" in messages[0] and "52.0% of its own training" in messages[0]
+        assert "position_shift=True" in messages[0]
