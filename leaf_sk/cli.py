@@ -170,9 +170,12 @@ def _build_parser():
                       help="cross-entropy over each task's own label texts, or over all of them")
     tune.add_argument("--distributed", action="store_true",
                       help="train under Accelerate; launch with torchrun or accelerate launch")
-    tune.add_argument("--position-shift", action="store_true",
-                      help="take each batch's positional embeddings from a random first position, "
-                           "so that the positions of trials longer than the batches are trained")
+    tune.add_argument("--batch-lengths", default="shortest", choices=["shortest", "own"],
+                      help="crop each step's batches to the shortest task's trials (the "
+                           "release), or keep each task's own length")
+    tune.add_argument("--positions", default="start", choices=["start", "random", "crop"],
+                      help="first positional index of each training batch: 0 (the release), "
+                           "random, or where its crop starts in the trials")
     tune.add_argument("--max-epochs", type=int, default=8, metavar="N", help="epochs in total")
     tune.add_argument("--branches", type=int, default=1, metavar="N",
                       help="after --branch-epoch epochs, train N continuations with their own "
@@ -571,7 +574,8 @@ def _tune(args):
         power_memory=not args.no_power_memory, spectral_memory=not args.no_spectral_memory,
         alignment=None if args.no_alignment else "euclidean", max_epochs=args.max_epochs,
         lr=args.lr, lr_tokenizer=args.lr_tokenizer, batch_size=args.batch_size,
-        softmax_over=args.softmax_over, position_shift=args.position_shift,
+        softmax_over=args.softmax_over, batch_lengths=args.batch_lengths,
+        positions=args.positions,
         n_branches=args.branches, branch_epoch=args.branch_epoch, checkpoint_dir=str(out), distributed=args.distributed,
         verbose=0 if args.quiet or not _is_main_process() else 1, random_state=args.seed)
     tuner.fit(tasks)

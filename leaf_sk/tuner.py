@@ -83,7 +83,7 @@ class LeafInstructionTuner(BaseEstimator):
     default-pool phrasing with probability ``p_default``, the level-2 blend with the task's
     label texts with probability ``p_level2``. Every step takes one class-balanced batch of each
     task (their channel sets and rates may differ) and runs them as one batch, cropped to the
-    shortest trial of the step. AdamW with the tokenizer on its own
+    shortest trial of the step (``batch_lengths="shortest"``, as the release does). AdamW with the tokenizer on its own
     learning rate, linear warm-up then cosine to a tenth.
 
     Parameters
@@ -135,13 +135,20 @@ class LeafInstructionTuner(BaseEstimator):
         same on every channel, so band power and spatial covariance per frequency stay and the
         time course does not). 0 (default) leaves the trials as they are. leaf-sk's option,
         not the paper's.
-    position_shift : bool
-        Each training batch takes its positional embeddings (Tower and Q-Former) from a random
-        first position, 0 to ``max_windows`` minus its windows, instead of 0. Batches of two
-        tasks are cropped to the shorter task's trials (1.5 s for PhysioNet with Kalunga2016),
-        so without the shift the positions of longer trials' later windows are never trained
-        and keep their random initialisation at inference. False (default) trains as the
-        release does. leaf-sk's option, not the paper's.
+    batch_lengths : {"shortest", "own"}
+        ``"shortest"`` (default, as the release): each step's batches of all tasks are cropped
+        to the shortest of them (1.5 s for PhysioNet with Kalunga2016's 2-s trials cropped by a
+        window), so the positional embeddings of longer trials' later windows are never
+        trained, yet whole trials use them at inference. ``"own"``: each task's batch keeps its
+        own length; their windows go through the tokenizer (and its BatchNorm) together, then
+        each batch through the Transformers and the Q-Former. leaf-sk's option.
+    positions : {"start", "random", "crop"}
+        First positional index (Tower and Q-Former) of each training batch: ``"start"``
+        (default, as the release) 0; ``"random"`` one random index per step, 0 to
+        ``max_windows`` minus the longest batch's windows; ``"crop"`` the window where the
+        batch's crop starts in its trials, so that each window keeps the position it has in a
+        whole trial (with ``batch_lengths="own"``, every position of whole trials is trained).
+        leaf-sk's option.
     n_branches : int
         1 (default) trains one run. More: after ``branch_epoch`` epochs the run splits into
         this many branches that continue from the same weights and optimizer state with their
@@ -190,7 +197,8 @@ class LeafInstructionTuner(BaseEstimator):
         "crop_windows": [Interval(Integral, 0, None, closed="left")],
         "crop_step": [Interval(Integral, 1, 100, closed="both")],
         "ft_surrogate": [Interval(Real, 0, 1, closed="both")],
-        "position_shift": ["boolean"],
+        "batch_lengths": [StrOptions({"shortest", "own"})],
+        "positions": [StrOptions({"start", "random", "crop"})],
         "n_branches": [Interval(Integral, 1, None, closed="left")],
         "branch_epoch": [Interval(Integral, 1, None, closed="left")],
         "checkpoint_dir": [str, None],
@@ -204,8 +212,8 @@ class LeafInstructionTuner(BaseEstimator):
                  spectral_memory=True, alignment="euclidean", text_encoder=DEFAULT_TEXT_ENCODER,
                  max_epochs=8, lr=2e-4, lr_tokenizer=1e-3, weight_decay=1e-3, warmup_epochs=1.0,
                  batch_size=32, logit_scale=10.0, softmax_over="task", p_default=0.1, p_level2=0.9,
-                 crop_windows=1, crop_step=100, ft_surrogate=0.0, position_shift=False,
-                 n_branches=1, branch_epoch=2, checkpoint_dir=None, distributed=False, device="auto", verbose=1,
+                 crop_windows=1, crop_step=100, ft_surrogate=0.0, batch_lengths="shortest",
+                 positions="start", n_branches=1, branch_epoch=2, checkpoint_dir=None, distributed=False, device="auto", verbose=1,
                  random_state=0):
         self.checkpoint = checkpoint
         self.size = size
@@ -227,7 +235,8 @@ class LeafInstructionTuner(BaseEstimator):
         self.crop_windows = crop_windows
         self.crop_step = crop_step
         self.ft_surrogate = ft_surrogate
-        self.position_shift = position_shift
+        self.batch_lengths = batch_lengths
+        self.positions = positions
         self.n_branches = n_branches
         self.branch_epoch = branch_epoch
         self.checkpoint_dir = checkpoint_dir
@@ -394,10 +403,10 @@ class LeafInstructionTuner(BaseEstimator):
                     f"{loss:.3f} (chance: {np.log(n_classes):.3f}), yet in eval mode on whole "
                     f"trials the tuned model classifies {accuracy:.1%} of its own training "
                     f"trials (chance {chance:.1%}). What it fitted on the training crops does not "
-                    "carry to whole trials: batches are cropped to the shortest task's trials, "
-                    "so the positions of longer trials' later windows are untrained unless "
-                    "position_shift=True. Train with position_shift=True or another "
-                    "random_state, and check history_.", UserWarning, stacklevel=3)
+                    "carry to whole trials: with batch_lengths='shortest', batches are cropped "
+                    "to the shortest task's trials, and the positions of longer trials' later "
+                    "windows stay untrained. Train with batch_lengths='own', positions='crop', "
+                    "or another random_state, and check history_.", UserWarning, stacklevel=3)
 
     def _accelerator(self, device):
         """An Accelerate ``Accelerator`` when ``distributed``, else None."""
@@ -499,25 +508,14 @@ class LeafInstructionTuner(BaseEstimator):
                         plans[task["name"]] = _balanced_batches(task["targets"].numpy(),
                                                                 self.batch_size, rng)
                     index = torch.from_numpy(plans[task["name"]].pop())
-                    x, target = self._augment(task, index, rng)
+                    x, target, offset = self._augment(task, index, rng)
                     instructions = torch.from_numpy(sample_training_instructions(
                         encoder, task["family"], task["texts"], len(index), rng,
                         p_default=self.p_default, p_level2=self.p_level2))
-                    parts.append((task, x, target, instructions))
-                # One forward pass over every task's batch, cropped to the shortest: BatchNorm
-                # then sees the same mixture of tasks in training as its running statistics
-                # hold at inference (a pass per task left them fitting the last task only).
-                n_samples = min(x.shape[-1] for _, x, _, _ in parts)
-                first_position = 0
-                if self.position_shift:
-                    config = network.config
-                    n_windows = n_samples // config.window_samples
-                    first_position = int(rng.integers(0, config.max_windows - n_windows + 1))
-                embedding = model(torch.cat([x[..., :n_samples] for _, x, _, _ in parts]).to(device),
-                                  torch.cat([instr for _, _, _, instr in parts]).to(device),
-                                  first_position=first_position)
+                    parts.append((task, x, target, instructions, offset))
+                embedding = self._embed_step(model, network.config, parts, rng, device)
                 loss, first = 0.0, 0
-                for task, x, target, _ in parts:
+                for task, x, target, _, _ in parts:
                     rows = embedding[first:first + len(target)]
                     first += len(target)
                     target = target.to(device)
@@ -582,14 +580,39 @@ class LeafInstructionTuner(BaseEstimator):
                 if k not in ("checkpoint_dir", "device", "verbose", "max_epochs", "distributed",
                              *unused)}
 
+    def _embed_step(self, model, config, parts, rng, device):
+        """Embeddings of one step's batches (``parts``), in their order.
+
+        Every task's batch goes through one forward pass: BatchNorm then sees the same mixture
+        of tasks in training as its running statistics hold at inference (a pass per task left
+        them fitting the last task only)."""
+        xs = [x for _, x, _, _, _ in parts]
+        if self.batch_lengths == "shortest":
+            n_samples = min(x.shape[-1] for x in xs)
+            xs = [x[..., :n_samples] for x in xs]
+        if self.positions == "random":
+            n_windows = max(x.shape[-1] for x in xs) // config.window_samples
+            firsts = [int(rng.integers(0, config.max_windows - n_windows + 1))] * len(xs)
+        elif self.positions == "crop":
+            firsts = [round(offset / config.window_samples) for *_, offset in parts]
+        else:
+            firsts = [0] * len(xs)
+        instructions = [instr.to(device) for _, _, _, instr, _ in parts]
+        if len({x.shape[-1] for x in xs}) == 1 and len(set(firsts)) == 1:
+            return model(torch.cat(xs).to(device), torch.cat(instructions),
+                         first_position=firsts[0])
+        return model([x.to(device) for x in xs], instructions, first_position=firsts)
+
     def _augment(self, task, index, rng):
+        """A batch's trials and targets after mirroring, cropping and surrogates, and the
+        crop's start in samples (0 without a crop)."""
         x, target = task["data"][index], task["targets"][index]
         if task["mirror"] is not None:
             flip = torch.from_numpy(rng.random(len(index)) < 0.5)
             swapped = torch.tensor([task["mirror"][int(t)] for t in target])
             x = torch.where(flip[:, None, None], x[:, _MIRROR], x)
             target = torch.where(flip, swapped, target)
-        n_windows = x.shape[-1] // 100
+        n_windows, offset = x.shape[-1] // 100, 0
         if self.crop_windows and n_windows > self.crop_windows + 1:
             offset = int(rng.integers(0, self.crop_windows * 100 // self.crop_step + 1)
                          ) * self.crop_step
@@ -600,7 +623,7 @@ class LeafInstructionTuner(BaseEstimator):
             phases = torch.from_numpy(rng.uniform(0.0, 2 * np.pi, (len(index), n_bins)))
             x = x.clone()
             x[chosen] = phase_randomized(x[chosen], phases[chosen])
-        return x, target
+        return x, target, offset
 
     def _accuracy(self, model, task, encoder, prototypes, device):
         """Training accuracy in eval mode at level 2, among the task's own classes."""

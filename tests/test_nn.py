@@ -174,6 +174,26 @@ def test_first_position_reads_the_positional_tables_from_there(tiny):
         model(x, instruction, first_position=18)
 
 
+def test_batches_of_different_lengths_embed_as_each_alone_and_share_batchnorm(tiny):
+    """A list of batches gives each batch's rows as a call of its own would (eval mode); in
+    training, its windows are one BatchNorm batch, as one call on all the trials is."""
+    torch.manual_seed(0)
+    model = LeafModel(tiny.replace(tokenizer_dropout=0.0, dropout=0.0, iqf_dropout=0.0))
+    x1, x2 = torch.randn(3, 65, 600), torch.randn(2, 65, 300)
+    i1, i2 = (torch.nn.functional.normalize(torch.randn(n, 12), dim=1) for n in (3, 2))
+    with torch.no_grad():
+        model.eval()
+        parts = model([x1, x2], [i1, i2], first_position=[0, 1])
+        torch.testing.assert_close(parts, torch.cat([model(x1, i1), model(x2, i2, 1)]),
+                                   rtol=0, atol=1e-6)
+        model.train()
+        y2 = torch.randn(2, 65, 600)
+        together = model.tower.tokenizer.tokenize_together([x1, y2])
+        torch.testing.assert_close(torch.cat(together),
+                                   model.tower.tokenizer(torch.cat([x1, y2])), rtol=0, atol=1e-6)
+        assert [t.shape[1] for t in model.tower.tokenizer.tokenize_together([x1, x2])] == [6, 3]
+
+
 def test_too_many_windows_is_a_clear_error(tiny):
     with pytest.raises(ValueError, match="1 to 20 windows.*crop or segment"):
         Tower(tiny)(torch.randn(1, 65, 2100))

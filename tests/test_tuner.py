@@ -196,7 +196,9 @@ def test_crops_start_on_the_window_grid_unless_crop_step_is_smaller():
     def starts(step, seed=0):
         tuner.set_params(crop_step=step)
         rng = np.random.default_rng(seed)
-        return {int(tuner._augment(task, index, rng)[0][0, 0, 0]) for _ in range(40)}
+        crops = [tuner._augment(task, index, rng) for _ in range(40)]
+        assert all(int(x[0, 0, 0]) == offset for x, _, offset in crops)
+        return {offset for _, _, offset in crops}
 
     assert starts(100) == {0, 100}
     shifted = starts(1)
@@ -290,23 +292,23 @@ def test_ft_surrogate_replaces_about_its_share_of_trials_and_keeps_their_power()
     task = {"data": torch.randn(400, 2, 400), "targets": torch.zeros(400, dtype=int),
             "mirror": None}
     index = torch.arange(400)
-    x, _ = _tuner(crop_windows=0, ft_surrogate=0.25)._augment(task, index,
-                                                              np.random.default_rng(0))
+    x, _, _ = _tuner(crop_windows=0, ft_surrogate=0.25)._augment(task, index,
+                                                                 np.random.default_rng(0))
     changed = (x - task["data"]).abs().amax(dim=(1, 2)) > 1e-4
     assert 0.15 < changed.float().mean() < 0.35
     power = lambda v: torch.fft.rfft(v).abs()  # noqa: E731
     torch.testing.assert_close(power(x), power(task["data"]), atol=1e-3, rtol=1e-4)
-    same, _ = _tuner(crop_windows=0)._augment(task, index, np.random.default_rng(0))
+    same, _, _ = _tuner(crop_windows=0)._augment(task, index, np.random.default_rng(0))
     assert torch.equal(same, task["data"])
     with pytest.raises(ValueError, match="ft_surrogate"):
         _tuner(ft_surrogate=1.5).fit(_tasks())
 
 
-def test_position_shift_trains_the_positions_that_longer_trials_use():
-    """Batches are cropped to the shorter task (here 3 windows, the 2-s trials cropped by
-    one): without the shift the later
-    positions keep their initial values (the same for two learning rates from the same seed);
-    with it they are trained."""
+def test_positions_that_whole_trials_use_are_trained_with_own_lengths_and_crop_positions():
+    """The tasks' trials are 6 and 4 windows long, cropped by one. Batches cropped to the
+    shorter task train positions 0-2 only (the others keep their initial values, the same for
+    two learning rates from the same seed); each task at its own length, at the positions of
+    its crop, trains 0-5, every position a whole trial uses, and no other."""
     def trained_positions(**params):
         a, b = (_tuner(weight_decay=0.0, lr=lr, **params).fit(_tasks()).model_.tower.pos_embedding[0]
                 for lr in (1e-4, 1e-3))
@@ -314,10 +316,13 @@ def test_position_shift_trains_the_positions_that_longer_trials_use():
 
     plain = trained_positions()
     assert plain[:3] == [True] * 3 and not any(plain[3:])
-    assert sum(trained_positions(position_shift=True)[3:]) >= 3
+    assert sum(trained_positions(positions="random")[3:]) >= 3
+    own = trained_positions(batch_lengths="own", positions="crop")
+    assert own[:6] == [True] * 6 and not any(own[6:])
+    assert trained_positions(batch_lengths="own")[:5] == [True] * 5
 
 
-def test_cli_tune_passes_position_shift_to_the_tuner(monkeypatch, tmp_path):
+def test_cli_tune_passes_batch_lengths_and_positions_to_the_tuner(monkeypatch, tmp_path):
     from conftest import use_shared_data
 
     from leaf_sk.cli import main
@@ -326,15 +331,15 @@ def test_cli_tune_passes_position_shift_to_the_tuner(monkeypatch, tmp_path):
     seen = []
 
     def record(self, tasks):
-        seen.append(self.position_shift)
+        seen.append((self.batch_lengths, self.positions))
         raise RuntimeError("stop after the settings were read")
 
     monkeypatch.setattr(LeafInstructionTuner, "fit", record)
-    for options in ([], ["--position-shift"]):
+    for options in ([], ["--batch-lengths", "own", "--positions", "crop"]):
         with contextlib.suppress(RuntimeError):
             main(["tune", "--moabb", "Kalunga2016:1", "--out", str(tmp_path / "run"), "--quiet",
                   *options])
-    assert seen == [False, True]
+    assert seen == [("shortest", "start"), ("own", "crop")]
 
 
 @pytest.mark.parametrize("loss, accuracy, warns", [(0.07, 0.52, True), (0.07, 0.95, False),
@@ -354,4 +359,4 @@ def test_a_fit_that_eval_mode_does_not_reproduce_warns(loss, accuracy, warns):
     assert bool(messages) == warns
     if warns:
         assert "'mi' fell to 0.070" in messages[0] and "52.0% of its own training" in messages[0]
-        assert "position_shift=True" in messages[0]
+        assert "batch_lengths='own', positions='crop'" in messages[0]

@@ -92,23 +92,38 @@ class LeafModel(nn.Module):
 
         Parameters
         ----------
-        x : Tensor, shape (batch, n_channels, n_windows * window_samples)
-        instruction : Tensor, shape (batch, d_text) or (d_text,)
-        first_position : int
+        x : Tensor, shape (batch, n_channels, n_windows * window_samples), or a list of them
+            A list holds batches whose lengths may differ: their windows are tokenized in one
+            pass (in training, one set of BatchNorm statistics for all), then each batch goes
+            through the Transformers and the Q-Former at its own length. The rows come back
+            in the list's order.
+        instruction : Tensor, shape (batch, d_text) or (d_text,), or a list, one per batch
+        first_position : int, or a list of int, one per batch
             Positional index of the first window in the Tower and the Q-Former (0 at
-            inference, as in the release; drawn in training by
-            ``LeafInstructionTuner(position_shift=True)``).
+            inference, as in the release; set in training by
+            ``LeafInstructionTuner(positions=...)``).
 
         Returns
         -------
-        Tensor, shape (batch, d_text), unit rows.
+        Tensor, shape (batch, d_text), unit rows (``sum(batch_i)`` rows for a list).
         """
+        if not isinstance(x, (list, tuple)):
+            tokens = self.tower.tokenizer(x) if self.config.tower_memory else None
+            return self._embed(x, tokens, instruction, first_position)
+        if isinstance(first_position, int):
+            first_position = [first_position] * len(x)
+        tokens = (self.tower.tokenizer.tokenize_together(x) if self.config.tower_memory
+                  else [None] * len(x))
+        return torch.cat([self._embed(*part) for part in zip(x, tokens, instruction,
+                                                              first_position)])
+
+    def _embed(self, x, tokens, instruction, first_position):
         cfg = self.config
         power = self.tower.tokenizer.log_power(x) if cfg.power_memory else None
         spectrum = self.spectral(x) if cfg.spectral_memory else None
-        tokens = (self.tower(x, first_position) if cfg.tower_memory
+        hidden = (self.tower.encode(tokens, first_position) if cfg.tower_memory
                   else x.new_zeros(len(x), 0, cfg.d_model))
-        return self.qformer(tokens, instruction, power, spectrum, first_position)
+        return self.qformer(hidden, instruction, power, spectrum, first_position)
 
 
 class LeafEnsemble(nn.Module):

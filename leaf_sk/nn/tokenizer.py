@@ -174,6 +174,28 @@ class Tokenizer(nn.Module):
         h = h.reshape(n_rows, cfg.samples_per_filter, cfg.pool_size, -1).amax(dim=2)
         return h.transpose(1, 2).reshape(batch, n_windows, cfg.token_dim)
 
+    def tokenize_together(self, xs):
+        """Tokens of several batches whose lengths may differ, from one pass over all their windows.
+
+        In training, BatchNorm then normalises every batch's windows with one set of batch
+        statistics, as it does for one batch of all the trials.
+
+        Parameters
+        ----------
+        xs : sequence of Tensor, shapes (batch_i, n_channels, n_windows_i * window_samples)
+
+        Returns
+        -------
+        list of Tensor, shapes (batch_i, n_windows_i, token_dim)
+        """
+        pieces = [self._windows(x) for x in xs]
+        tokens = self(torch.cat([windows for windows, _, _ in pieces]))   # (sum, 1, token_dim)
+        out, first = [], 0
+        for windows, batch, n_windows in pieces:
+            out.append(tokens[first:first + len(windows)].reshape(batch, n_windows, -1))
+            first += len(windows)
+        return out
+
     def forward(self, x):
         """Tokenize EEG.
 

@@ -72,7 +72,7 @@ class Tower(nn.Module):
             True where a token is replaced by the learned mask token.
         first_position : int
             Index of the positional embedding of the first window (0, as in the release;
-            ``LeafInstructionTuner(position_shift=True)`` draws it in training).
+            ``LeafInstructionTuner(positions=...)`` sets it in training).
 
         Returns
         -------
@@ -140,6 +140,20 @@ class Tower(nn.Module):
         Tensor, shape (batch, 2 * n_windows, d_model)
             ``[S_1..S_N, T_1..T_N]``: contextual tokens, then causal tokens.
         """
-        tokens = self.tokenizer(x)
+        return self.encode(self.tokenizer(x), first_position)
+
+    def encode(self, tokens, first_position=0):
+        """Both branches on tokens, concatenated (:meth:`forward` after the tokenizer).
+
+        Parameters
+        ----------
+        tokens : Tensor, shape (batch, n_windows, token_dim)
+        first_position : int
+            As in :meth:`contextual`.
+
+        Returns
+        -------
+        Tensor, shape (batch, 2 * n_windows, d_model)
+        """
         return torch.cat([self.contextual(tokens, first_position=first_position),
                           self.causal(tokens, first_position)], dim=1)
