@@ -1,8 +1,8 @@
 """Inner folds: a fold model's direct inference on whole trials against shorter inputs.
 
-``leaf-sk tune`` crops each batch to the shortest task's trials (1.5 s, three 0.5-s windows, for
-PhysioNet with Kalunga2016), so a model scored on whole trials (3 s for PhysioNet, 2 s for
-Kalunga2016) reads positional embeddings it never trained. This script scores direct inference
+``leaf-sk tune --batch-lengths shortest`` crops each batch to the shortest task's trials (1.5 s,
+three 0.5-s windows, for PhysioNet with Kalunga2016), so a model scored on whole trials (3 s for
+PhysioNet, 2 s for Kalunga2016) reads positional embeddings it never trained. This script scores direct inference
 (level 2, each subject aligned on its own, as ``tune_inner.py``) of the fold models given, per
 input:
 
