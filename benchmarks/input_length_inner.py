@@ -2,9 +2,9 @@
 
 ``leaf-sk tune --batch-lengths shortest`` crops each batch to the shortest task's trials (1.5 s,
 three 0.5-s windows, for PhysioNet with Kalunga2016), so a model scored on whole trials (3 s for
-PhysioNet, 2 s for Kalunga2016) reads positional embeddings it never trained. This script scores direct inference
-(level 2, each subject aligned on its own, as ``tune_inner.py``) of the fold models given, per
-input:
+PhysioNet, 2 s for Kalunga2016) reads positional embeddings it never trained. This script scores
+direct inference (level 2, each subject aligned on its own, as ``tune_inner.py``) of the fold
+models given, per input:
 
 - ``whole``: the whole trial;
 - ``first-N``: its first N samples at 200 Hz (``first-300``: the training crop's length);

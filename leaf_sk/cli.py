@@ -575,8 +575,8 @@ def _tune(args):
         alignment=None if args.no_alignment else "euclidean", max_epochs=args.max_epochs,
         lr=args.lr, lr_tokenizer=args.lr_tokenizer, batch_size=args.batch_size,
         softmax_over=args.softmax_over, batch_lengths=args.batch_lengths,
-        positions=args.positions,
-        n_branches=args.branches, branch_epoch=args.branch_epoch, checkpoint_dir=str(out), distributed=args.distributed,
+        positions=args.positions, n_branches=args.branches, branch_epoch=args.branch_epoch,
+        checkpoint_dir=str(out), distributed=args.distributed,
         verbose=0 if args.quiet or not _is_main_process() else 1, random_state=args.seed)
     tuner.fit(tasks)
     if not _is_main_process():

@@ -83,8 +83,8 @@ class LeafInstructionTuner(BaseEstimator):
     default-pool phrasing with probability ``p_default``, the level-2 blend with the task's
     label texts with probability ``p_level2``. Every step takes one class-balanced batch of each
     task (their channel sets and rates may differ) and runs them as one batch, cropped to the
-    shortest trial of the step (``batch_lengths="shortest"``, as the release does). AdamW with the tokenizer on its own
-    learning rate, linear warm-up then cosine to a tenth.
+    shortest trial of the step (``batch_lengths="shortest"``, as the release does). AdamW with
+    the tokenizer on its own learning rate, linear warm-up then cosine to a tenth.
 
     Parameters
     ----------
@@ -213,8 +213,8 @@ class LeafInstructionTuner(BaseEstimator):
                  max_epochs=8, lr=2e-4, lr_tokenizer=1e-3, weight_decay=1e-3, warmup_epochs=1.0,
                  batch_size=32, logit_scale=10.0, softmax_over="task", p_default=0.1, p_level2=0.9,
                  crop_windows=1, crop_step=100, ft_surrogate=0.0, batch_lengths="shortest",
-                 positions="start", n_branches=1, branch_epoch=2, checkpoint_dir=None, distributed=False, device="auto", verbose=1,
-                 random_state=0):
+                 positions="start", n_branches=1, branch_epoch=2, checkpoint_dir=None,
+                 distributed=False, device="auto", verbose=1, random_state=0):
         self.checkpoint = checkpoint
         self.size = size
         self.config = config

@@ -310,8 +310,9 @@ def test_positions_that_whole_trials_use_are_trained_with_own_lengths_and_crop_p
     two learning rates from the same seed); each task at its own length, at the positions of
     its crop, trains 0-5, every position a whole trial uses, and no other."""
     def trained_positions(**params):
-        a, b = (_tuner(weight_decay=0.0, lr=lr, **params).fit(_tasks()).model_.tower.pos_embedding[0]
+        a, b = (_tuner(weight_decay=0.0, lr=lr, **params).fit(_tasks()).model_
                 for lr in (1e-4, 1e-3))
+        a, b = a.tower.pos_embedding[0], b.tower.pos_embedding[0]
         return ((a - b).abs().amax(dim=1) > 0).tolist()
 
     plain = trained_positions()

@@ -175,7 +175,7 @@ class Tokenizer(nn.Module):
         return h.transpose(1, 2).reshape(batch, n_windows, cfg.token_dim)
 
     def tokenize_together(self, xs):
-        """Tokens of several batches whose lengths may differ, from one pass over all their windows.
+        """Tokens of batches whose lengths may differ, from one pass over all their windows.
 
         In training, BatchNorm then normalises every batch's windows with one set of batch
         statistics, as it does for one batch of all the trials.

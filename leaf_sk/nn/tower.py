@@ -101,7 +101,8 @@ class Tower(nn.Module):
         """
         n_windows = tokens.shape[1]
         self._check_length(n_windows, first_position)
-        h = self.next_inProj(tokens) + self.pos_embedding[:, first_position:first_position + n_windows]
+        positions = self.pos_embedding[:, first_position:first_position + n_windows]
+        h = self.next_inProj(tokens) + positions
         mask = self.causal_mask[:n_windows, :n_windows].to(h.dtype)
         return self.next_transformer(h, mask=mask, is_causal=True)
 
