@@ -87,15 +87,12 @@ def main(argv=None):
                         entry = records.setdefault((name, form), {}).setdefault(
                             (fold, s), ([], record["truth"]))
                         entry[0].append(record["cos"])
-    labels = [f"model {i}" for i in range(len(args.folders))]
+    n_models = len(args.folders)
+    choices = {f"model {i}": [i] for i in range(n_models)}
+    if n_models > 1:
+        choices[f"ensemble of {n_models}"] = list(range(n_models))
     for (name, form), per_subject in records.items():
-        members = [[i] for i in range(len(args.folders))]
-        if len(args.folders) > 1:
-            members.append(list(range(len(args.folders))))
-            labels_here = labels + [f"ensemble of {len(args.folders)}"]
-        else:
-            labels_here = labels
-        for label, chosen in zip(labels_here, members):
+        for label, chosen in choices.items():
             accuracy, auc, differences = [], [], []
             for cos_list, truth in per_subject.values():
                 cos = np.mean([cos_list[i] for i in chosen], axis=0)

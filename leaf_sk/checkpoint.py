@@ -201,15 +201,14 @@ def save_checkpoint(path, model, *, text_encoder=None, sfreq=200.0, ch_names=Non
     from .montage import TEMPLATE_CH_NAMES
 
     state = {k: v.detach().cpu() for k, v in _prefixed_state_dict(model).items()}
+    ensemble = isinstance(model, LeafEnsemble)
+    parts = sorted({(key.split(".", 2)[2] if ensemble else key).split(".", 1)[0] for key in state})
     if dtype == torch.int8:
         state = quantize_state(state)
     elif dtype is not None:
         if not dtype.is_floating_point:
             raise ValueError(f"dtype must be a floating-point dtype or torch.int8, got {dtype}.")
         state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
-    ensemble = isinstance(model, LeafEnsemble)
-    parts = sorted({(key.split(".", 2)[2] if ensemble else key).split(".", 1)[0]
-                    for key in _prefixed_state_dict(model)})
     meta = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,

@@ -55,12 +55,15 @@ class Tower(nn.Module):
             self.mask_outProj = _reconstruction_head(config)
             self.next_outProj = _reconstruction_head(config)
 
-    def _check_length(self, n_windows, first_position=0):
+    def _positions(self, n_windows, first_position):
+        """Positional embeddings of ``n_windows`` windows from ``first_position``, shape
+        (1, n_windows, d_model); a clear error when the table ends before them."""
         if n_windows < 1 or first_position + n_windows > self.config.max_windows:
             raise ValueError(
                 f"The Tower takes 1 to {self.config.max_windows - first_position} windows of "
                 f"{self.config.window_samples} samples (from position {first_position}), got "
                 f"{n_windows}; crop or segment the input.")
+        return self.pos_embedding[:, first_position:first_position + n_windows]
 
     def contextual(self, tokens, token_mask=None, first_position=0):
         """Run the bidirectional branch.
@@ -78,13 +81,11 @@ class Tower(nn.Module):
         -------
         Tensor, shape (batch, n_windows, d_model)
         """
-        n_windows = tokens.shape[1]
-        self._check_length(n_windows, first_position)
+        positions = self._positions(tokens.shape[1], first_position)
         h = self.mask_inProj(tokens)
         if token_mask is not None:
             h = torch.where(token_mask.unsqueeze(-1), self.mask_token.to(h.dtype), h)
-        h = h + self.pos_embedding[:, first_position:first_position + n_windows]
-        return self.mask_transformer(h)
+        return self.mask_transformer(h + positions)
 
     def causal(self, tokens, first_position=0):
         """Run the causal branch: output ``i`` sees windows ``0..i`` only.
@@ -100,9 +101,7 @@ class Tower(nn.Module):
         Tensor, shape (batch, n_windows, d_model)
         """
         n_windows = tokens.shape[1]
-        self._check_length(n_windows, first_position)
-        positions = self.pos_embedding[:, first_position:first_position + n_windows]
-        h = self.next_inProj(tokens) + positions
+        h = self.next_inProj(tokens) + self._positions(n_windows, first_position)
         mask = self.causal_mask[:n_windows, :n_windows].to(h.dtype)
         return self.next_transformer(h, mask=mask, is_causal=True)
 
