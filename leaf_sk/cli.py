@@ -176,6 +176,10 @@ def _build_parser():
     tune.add_argument("--positions", default="start", choices=["start", "random", "crop"],
                       help="first positional index of each training batch: 0 (the release), "
                            "random, or where its crop starts in the trials")
+    tune.add_argument("--crop-step", action="append", default=None, metavar="[DATASET=]N",
+                      help="granularity of the training crops' start in samples at 200 Hz: "
+                           "100 (default) keeps the 0.5-s window grid, 1 shifts by any sample; "
+                           "DATASET=N sets one dataset's (repeatable), e.g. Kalunga2016=1")
     tune.add_argument("--max-epochs", type=int, default=8, metavar="N", help="epochs in total")
     tune.add_argument("--branches", type=int, default=1, metavar="N",
                       help="after --branch-epoch epochs, train N continuations with their own "
@@ -568,6 +572,7 @@ def _tune(args):
             print(f"{type(dataset).__name__}: subjects {text}, {len(labels)} trials, "
                   f"classes {texts}", flush=True)
     out = Path(args.out)
+    crop_step = _crop_step(args.crop_step, [task.name for task in tasks])
     tuner = LeafInstructionTuner(
         checkpoint=None if str(args.checkpoint).lower() == "none" else args.checkpoint,
         size=args.size, config=config,
@@ -575,8 +580,8 @@ def _tune(args):
         alignment=None if args.no_alignment else "euclidean", max_epochs=args.max_epochs,
         lr=args.lr, lr_tokenizer=args.lr_tokenizer, batch_size=args.batch_size,
         softmax_over=args.softmax_over, batch_lengths=args.batch_lengths,
-        positions=args.positions, n_branches=args.branches, branch_epoch=args.branch_epoch,
-        checkpoint_dir=str(out), distributed=args.distributed,
+        positions=args.positions, crop_step=crop_step, n_branches=args.branches,
+        branch_epoch=args.branch_epoch, checkpoint_dir=str(out), distributed=args.distributed,
         verbose=0 if args.quiet or not _is_main_process() else 1, random_state=args.seed)
     tuner.fit(tasks)
     if not _is_main_process():
@@ -587,6 +592,34 @@ def _tune(args):
     write_text_atomic(out / "history.json", json.dumps(tuner.history_, indent=1))
     print(f"wrote {out / MODEL_FILE} and {out / 'history.json'}", flush=True)
     return 0
+
+
+def _crop_step(values, names):
+    """``--crop-step`` as the tuner's ``crop_step``: an int, or a dict of dataset name to int."""
+    if not values:
+        return 100
+    steps, default = {}, None
+    for value in values:
+        name, _, text = value.rpartition("=")
+        if name and name not in names:
+            raise _UsageError(f"--crop-step {value!r}: {name!r} is not a dataset of this run "
+                              f"(datasets: {names}).")
+        try:
+            step = int(text)
+        except ValueError:
+            raise _UsageError(f"--crop-step {value!r}: the step must be an integer number of "
+                              "samples, e.g. --crop-step 1 or --crop-step Kalunga2016=1") from None
+        if not 1 <= step <= 100:
+            raise _UsageError(f"--crop-step {value!r}: the step must be from 1 to 100 samples.")
+        if name:
+            steps[name] = step
+        else:
+            default = step
+    if not steps:
+        return default
+    if default is not None:
+        steps = {**{name: default for name in names}, **steps}
+    return steps
 
 
 def main(argv=None):

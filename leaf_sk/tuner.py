@@ -126,9 +126,12 @@ class LeafInstructionTuner(BaseEstimator):
     p_default, p_level2 : float
     crop_windows : int
         Random crops this many 0.5-s windows shorter (for trials of more windows than that + 1).
-    crop_step : int
+    crop_step : int or dict
         Granularity of the crops' start, in samples at 200 Hz: 100 (default) starts them on
-        the 0.5-s window grid; smaller steps shift the windows themselves (1: any sample).
+        the 0.5-s window grid; smaller steps shift the windows themselves (1: any sample). A
+        dict gives tasks their own step by ``TuningTask.name`` (e.g. ``{"Kalunga2016": 1}``:
+        a steady-state response shifted within the window, a motor imagery task kept on the
+        grid); tasks it does not name keep 100.
     ft_surrogate : float
         Probability that a training trial is replaced by its Fourier-transform surrogate
         (:func:`~leaf_sk.nn.phase_randomized`: every frequency's phase shifted at random, the
@@ -195,7 +198,7 @@ class LeafInstructionTuner(BaseEstimator):
         "p_default": [Interval(Real, 0, 1, closed="both")],
         "p_level2": [Interval(Real, 0, 1, closed="both")],
         "crop_windows": [Interval(Integral, 0, None, closed="left")],
-        "crop_step": [Interval(Integral, 1, 100, closed="both")],
+        "crop_step": [Interval(Integral, 1, 100, closed="both"), dict],
         "ft_surrogate": [Interval(Real, 0, 1, closed="both")],
         "batch_lengths": [StrOptions({"shortest", "own"})],
         "positions": [StrOptions({"start", "random", "crop"})],
@@ -295,8 +298,29 @@ class LeafInstructionTuner(BaseEstimator):
                                  classes=torch.from_numpy(np.unique(targets)),
                                  texts=[texts[str(c)] for c in classes]))
         _check_common_channels(used_sites)
+        self._check_crop_steps([task["name"] for task in prepared])
         self.label_space_ = space
         return prepared
+
+    def _check_crop_steps(self, names):
+        """Refuse a ``crop_step`` dict that names no task of the run or holds a bad step."""
+        if not isinstance(self.crop_step, dict):
+            return
+        unknown = [key for key in self.crop_step if key not in names]
+        if unknown:
+            raise ValueError(f"crop_step names {unknown}, which are not tasks of this run "
+                             f"(tasks: {names}); key it by TuningTask.name.")
+        bad = {key: step for key, step in self.crop_step.items()
+               if isinstance(step, bool) or not isinstance(step, Integral) or not 1 <= step <= 100}
+        if bad:
+            raise ValueError(f"crop_step {bad}: each step must be an integer from 1 to 100 "
+                             "samples at 200 Hz.")
+
+    def _crop_step(self, task):
+        """The crop step of ``task`` (a prepared task; one without a name gets the default)."""
+        if isinstance(self.crop_step, dict):
+            return self.crop_step.get(task.get("name"), 100)
+        return self.crop_step
 
     # --- model and training -----------------------------------------------------------------
 
@@ -614,8 +638,8 @@ class LeafInstructionTuner(BaseEstimator):
             target = torch.where(flip, swapped, target)
         n_windows, offset = x.shape[-1] // 100, 0
         if self.crop_windows and n_windows > self.crop_windows + 1:
-            offset = int(rng.integers(0, self.crop_windows * 100 // self.crop_step + 1)
-                         ) * self.crop_step
+            step = self._crop_step(task)
+            offset = int(rng.integers(0, self.crop_windows * 100 // step + 1)) * step
             x = x[..., offset: offset + (n_windows - self.crop_windows) * 100]
         if self.ft_surrogate:
             chosen = torch.from_numpy(rng.random(len(index)) < self.ft_surrogate)

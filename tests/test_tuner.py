@@ -206,6 +206,20 @@ def test_crops_start_on_the_window_grid_unless_crop_step_is_smaller():
     assert tuner._augment(task, index, np.random.default_rng(0))[0].shape[-1] == 500
     with pytest.raises(ValueError, match="crop_step"):
         _tuner(crop_step=0).fit(_tasks())
+    named = dict(task, name="ssvep")
+    tuner.set_params(crop_step={"ssvep": 1})
+    rng = np.random.default_rng(0)
+    assert len({tuner._augment(named, index, rng)[2] for _ in range(40)}) > 10
+    assert {tuner._augment(dict(task, name="mi"), index, rng)[2] for _ in range(40)} == {0, 100}
+
+
+def test_a_crop_step_per_task_must_name_tasks_of_the_run():
+    names = [task.name for task in _tasks()]
+    _tuner(crop_step={names[0]: 1}, max_epochs=1).fit(_tasks())
+    with pytest.raises(ValueError, match="not tasks of this run"):
+        _tuner(crop_step={"nope": 1}).fit(_tasks())
+    with pytest.raises(ValueError, match="integer from 1 to 100"):
+        _tuner(crop_step={names[0]: 0}).fit(_tasks())
 
 
 def test_branches_average_their_weights_and_the_first_continues_the_single_run(tmp_path,
@@ -323,7 +337,8 @@ def test_positions_that_whole_trials_use_are_trained_with_own_lengths_and_crop_p
     assert trained_positions(batch_lengths="own")[:5] == [True] * 5
 
 
-def test_cli_tune_passes_batch_lengths_and_positions_to_the_tuner(monkeypatch, tmp_path):
+def test_cli_tune_passes_batch_lengths_positions_and_crop_steps_to_the_tuner(monkeypatch,
+                                                                             tmp_path, capsys):
     from conftest import use_shared_data
 
     from leaf_sk.cli import main
@@ -332,15 +347,22 @@ def test_cli_tune_passes_batch_lengths_and_positions_to_the_tuner(monkeypatch, t
     seen = []
 
     def record(self, tasks):
-        seen.append((self.batch_lengths, self.positions))
+        seen.append((self.batch_lengths, self.positions, self.crop_step))
         raise RuntimeError("stop after the settings were read")
 
     monkeypatch.setattr(LeafInstructionTuner, "fit", record)
-    for options in ([], ["--batch-lengths", "own", "--positions", "crop"]):
+    for options in ([], ["--batch-lengths", "own", "--positions", "crop"], ["--crop-step", "25"],
+                    ["--crop-step", "Kalunga2016=1"]):
         with contextlib.suppress(RuntimeError):
             main(["tune", "--moabb", "Kalunga2016:1", "--out", str(tmp_path / "run"), "--quiet",
                   *options])
-    assert seen == [("shortest", "start"), ("own", "crop")]
+    assert seen == [("shortest", "start", 100), ("own", "crop", 100), ("shortest", "start", 25),
+                    ("shortest", "start", {"Kalunga2016": 1})]
+    for bad, message in (("Nope=1", "not a dataset of this run"), ("x", "must be an integer"),
+                         ("0", "from 1 to 100")):
+        assert main(["tune", "--moabb", "Kalunga2016:1", "--out", str(tmp_path / "run"),
+                     "--quiet", "--crop-step", bad]) == 2
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("loss, accuracy, warns", [(0.07, 0.52, True), (0.07, 0.95, False),
