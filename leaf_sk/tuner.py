@@ -298,14 +298,17 @@ class LeafInstructionTuner(BaseEstimator):
                                  classes=torch.from_numpy(np.unique(targets)),
                                  texts=[texts[str(c)] for c in classes]))
         _check_common_channels(used_sites)
-        self._check_crop_steps([task["name"] for task in prepared])
+        steps = self._crop_steps([task["name"] for task in prepared])
+        for task, step in zip(prepared, steps):
+            task["crop_step"] = step
         self.label_space_ = space
         return prepared
 
-    def _check_crop_steps(self, names):
-        """Refuse a ``crop_step`` dict that names no task of the run or holds a bad step."""
+    def _crop_steps(self, names):
+        """Each task's crop step; refuses a ``crop_step`` dict that names no task of the run
+        or holds a bad step."""
         if not isinstance(self.crop_step, dict):
-            return
+            return [self.crop_step] * len(names)
         unknown = [key for key in self.crop_step if key not in names]
         if unknown:
             raise ValueError(f"crop_step names {unknown}, which are not tasks of this run "
@@ -315,12 +318,7 @@ class LeafInstructionTuner(BaseEstimator):
         if bad:
             raise ValueError(f"crop_step {bad}: each step must be an integer from 1 to 100 "
                              "samples at 200 Hz.")
-
-    def _crop_step(self, task):
-        """The crop step of ``task`` (a prepared task; one without a name gets the default)."""
-        if isinstance(self.crop_step, dict):
-            return self.crop_step.get(task.get("name"), 100)
-        return self.crop_step
+        return [self.crop_step.get(name, 100) for name in names]
 
     # --- model and training -----------------------------------------------------------------
 
@@ -638,7 +636,7 @@ class LeafInstructionTuner(BaseEstimator):
             target = torch.where(flip, swapped, target)
         n_windows, offset = x.shape[-1] // 100, 0
         if self.crop_windows and n_windows > self.crop_windows + 1:
-            step = self._crop_step(task)
+            step = task["crop_step"]
             offset = int(rng.integers(0, self.crop_windows * 100 // step + 1)) * step
             x = x[..., offset: offset + (n_windows - self.crop_windows) * 100]
         if self.ft_surrogate:

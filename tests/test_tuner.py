@@ -194,23 +194,21 @@ def test_crops_start_on_the_window_grid_unless_crop_step_is_smaller():
     index = torch.arange(8)
 
     def starts(step, seed=0):
-        tuner.set_params(crop_step=step)
         rng = np.random.default_rng(seed)
-        crops = [tuner._augment(task, index, rng) for _ in range(40)]
+        crops = [tuner._augment(dict(task, crop_step=step), index, rng) for _ in range(40)]
         assert all(int(x[0, 0, 0]) == offset for x, _, offset in crops)
         return {offset for _, _, offset in crops}
 
     assert starts(100) == {0, 100}
     shifted = starts(1)
     assert len(shifted) > 10 and max(shifted) <= 100 and any(s % 100 for s in shifted)
-    assert tuner._augment(task, index, np.random.default_rng(0))[0].shape[-1] == 500
+    assert tuner._augment(dict(task, crop_step=100), index,
+                          np.random.default_rng(0))[0].shape[-1] == 500
     with pytest.raises(ValueError, match="crop_step"):
         _tuner(crop_step=0).fit(_tasks())
-    named = dict(task, name="ssvep")
     tuner.set_params(crop_step={"ssvep": 1})
-    rng = np.random.default_rng(0)
-    assert len({tuner._augment(named, index, rng)[2] for _ in range(40)}) > 10
-    assert {tuner._augment(dict(task, name="mi"), index, rng)[2] for _ in range(40)} == {0, 100}
+    assert tuner._crop_steps(["mi", "ssvep"]) == [100, 1]
+    assert _tuner(crop_step=25)._crop_steps(["mi", "ssvep"]) == [25, 25]
 
 
 def test_a_crop_step_per_task_must_name_tasks_of_the_run():
