@@ -46,6 +46,44 @@ def test_folded_tower_equals_the_unfused_tower():
     torch.testing.assert_close(fused, reference, rtol=1e-4, atol=1e-4)
 
 
+def _log_power_by_convolution(tok, x, eps=1e-6):
+    return torch.log(tok.filter_outputs(x).var(dim=-1) + eps)
+
+
+@pytest.mark.parametrize("size", ["tiny", "small"])
+def test_tokens_and_log_power_from_one_product_equal_each_apart(size):
+    tok = _tokenizer(size)
+    x = torch.randn(5, 65, 600) * 3
+    with torch.inference_mode():
+        tokens, power = tok.tokens_and_log_power(x)
+        assert torch.equal(tokens, tok(x))
+        assert torch.equal(power, tok.log_power(x))
+        reference = _log_power_by_convolution(tok, x)
+    assert power.shape == (5, 6, tok.config.n_filters)
+    torch.testing.assert_close(power, reference, rtol=1e-4, atol=1e-4)
+    # Each trial's outputs are those it gets alone.
+    with torch.inference_mode():
+        alone = [tok.tokens_and_log_power(x[i:i + 1]) for i in range(len(x))]
+    assert torch.equal(tokens, torch.cat([t for t, _ in alone]))
+    assert torch.equal(power, torch.cat([p for _, p in alone]))
+
+
+def test_log_power_is_computed_apart_in_training_and_for_a_vanishing_batchnorm_scale():
+    tok = _tokenizer("tiny")
+    x = torch.randn(3, 65, 400)
+    with torch.no_grad():
+        tok.enc_conv[2].weight[1] = 0.0         # filter 1's folded output is a constant
+        tokens, power = tok.tokens_and_log_power(x)
+        reference = _log_power_by_convolution(tok, x)
+    assert torch.isfinite(power).all()
+    assert torch.equal(power, reference) and torch.equal(tokens, tok(x))
+    tok.train()
+    tokens, power = tok.tokens_and_log_power(x)
+    assert torch.equal(power, _log_power_by_convolution(tok, x))
+    power.sum().backward()
+    assert tok.enc_conv[0].weight.grad.abs().sum() > 0
+
+
 def test_bank_is_kept_until_a_weight_changes():
     tok = _tokenizer("tiny")
     x = torch.randn(2, 65, 400)

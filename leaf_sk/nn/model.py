@@ -107,19 +107,23 @@ class LeafModel(nn.Module):
         -------
         Tensor, shape (batch, d_text), unit rows (``sum(batch_i)`` rows for a list).
         """
+        cfg, tokenizer = self.config, self.tower.tokenizer
         if not isinstance(x, (list, tuple)):
-            tokens = self.tower.tokenizer(x) if self.config.tower_memory else None
+            if cfg.tower_memory and cfg.power_memory:
+                tokens, power = tokenizer.tokens_and_log_power(x)
+                return self._embed(x, tokens, instruction, first_position, power)
+            tokens = tokenizer(x) if cfg.tower_memory else None
             return self._embed(x, tokens, instruction, first_position)
         if isinstance(first_position, int):
             first_position = [first_position] * len(x)
-        tokens = (self.tower.tokenizer.tokenize_together(x) if self.config.tower_memory
-                  else [None] * len(x))
+        tokens = tokenizer.tokenize_together(x) if cfg.tower_memory else [None] * len(x)
         return torch.cat([self._embed(*part) for part in zip(x, tokens, instruction,
                                                               first_position)])
 
-    def _embed(self, x, tokens, instruction, first_position):
+    def _embed(self, x, tokens, instruction, first_position, power=None):
         cfg = self.config
-        power = self.tower.tokenizer.log_power(x) if cfg.power_memory else None
+        if power is None and cfg.power_memory:
+            power = self.tower.tokenizer.log_power(x)
         spectrum = self.spectral(x) if cfg.spectral_memory else None
         hidden = (self.tower.encode(tokens, first_position) if cfg.tower_memory
                   else x.new_zeros(len(x), 0, cfg.d_model))
