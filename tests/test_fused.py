@@ -50,22 +50,37 @@ def _log_power_by_convolution(tok, x, eps=1e-6):
     return torch.log(tok.filter_outputs(x).var(dim=-1) + eps)
 
 
-@pytest.mark.parametrize("size", ["tiny", "small"])
-def test_tokens_and_log_power_from_one_product_equal_each_apart(size):
-    tok = _tokenizer(size)
+@pytest.mark.parametrize("size,kernel", [("tiny", 40), ("tiny", 41), ("small", 40)])
+def test_tokens_and_log_power_from_one_product_equal_each_apart(size, kernel):
+    torch.manual_seed(0)
+    tok = Tokenizer(LeafConfig.from_size(size, temporal_kernel=kernel))
+    with torch.no_grad():
+        tok.enc_conv[2].weight.uniform_(-1.5, 1.5)   # negative scales too
+        tok.enc_conv[2].running_var.uniform_(0.5, 2)
+    tok.eval()
     x = torch.randn(5, 65, 600) * 3
     with torch.inference_mode():
         tokens, power = tok.tokens_and_log_power(x)
+        reference = _log_power_by_convolution(tok, x)
         assert torch.equal(tokens, tok(x))
         assert torch.equal(power, tok.log_power(x))
-        reference = _log_power_by_convolution(tok, x)
-    assert power.shape == (5, 6, tok.config.n_filters)
+        torch.testing.assert_close(tokens, tok.unfused(x), rtol=1e-4, atol=1e-4)
+    assert power.shape == reference.shape == (5, 6, tok.config.n_filters)
     torch.testing.assert_close(power, reference, rtol=1e-4, atol=1e-4)
     # Each trial's outputs are those it gets alone.
     with torch.inference_mode():
         alone = [tok.tokens_and_log_power(x[i:i + 1]) for i in range(len(x))]
     assert torch.equal(tokens, torch.cat([t for t, _ in alone]))
     assert torch.equal(power, torch.cat([p for _, p in alone]))
+    # bfloat16 autocast: float32 power within bfloat16's rounding of the float32 one.
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+        power_bf16 = tok.log_power(x)
+    assert power_bf16.dtype == torch.float32
+    torch.testing.assert_close(power_bf16, reference, rtol=0.02, atol=0.02)
+    # An input gradient (saliency) flows through the band power.
+    x.requires_grad_(True)
+    tok.log_power(x).sum().backward()
+    assert x.grad.abs().sum() > 0
 
 
 def test_log_power_is_computed_apart_in_training_and_for_a_vanishing_batchnorm_scale():

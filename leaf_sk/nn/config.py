@@ -160,10 +160,15 @@ class LeafConfig:
         return cls(**{**_SIZES[size], **overrides})
 
     @property
+    def conv_samples(self):
+        """Samples of one window's temporal convolution output (101 in the release; padding
+        ``temporal_kernel // 2`` on both sides)."""
+        return self.window_samples + 2 * (self.temporal_kernel // 2) - self.temporal_kernel + 1
+
+    @property
     def samples_per_filter(self):
         """Samples per filter after pooling one window (10 in the release)."""
-        conv_len = self.window_samples + 2 * (self.temporal_kernel // 2) - self.temporal_kernel + 1
-        return conv_len // self.pool_size
+        return self.conv_samples // self.pool_size
 
     @property
     def spectral_dim(self):

@@ -7,10 +7,11 @@ from torch import nn
 from torch.nn import functional as F
 
 
-# Windows whose unfolded rows go through one matrix product at inference: 16 windows of 4-s
-# base trials make a (1600, 2600) float32 block (17 MB), whatever the batch size.
+# Windows whose unfolded rows go through one matrix product at inference: 16 windows of
+# base trials make a (1616, 2600) float32 block (17 MB), whatever the batch size.
 _WINDOWS_PER_PRODUCT = 16
-# BatchNorm scales (weight / sqrt(running_var + eps)) at or below this are not divided back out.
+# BatchNorm scales (weight / sqrt(running_var + eps)) at or below this are not divided back out
+# of the folded outputs (Tokenizer.log_power).
 _SMALLEST_FOLDED_SCALE = 1e-3
 
 
@@ -67,7 +68,10 @@ class Tokenizer(nn.Module):
         bias = (bias - norm.running_mean) * scale + norm.bias
         # Row k * n_channels + c holds tap k of channel c: the order of an unfolded window.
         bank = (weight * scale[:, None, None]).permute(2, 1, 0).reshape(-1, len(scale))
-        return bank.contiguous(), bias
+        # The folded outputs are the filters' times the scale, plus a shift: their variance over
+        # the scale squared is the filters'. A scale near zero leaves too little to divide back.
+        power_scale = scale if bool((scale.abs() > _SMALLEST_FOLDED_SCALE).all()) else None
+        return bank.contiguous(), bias, power_scale
 
     def folded_bank(self):
         """Both convolutions and eval-mode BatchNorm as one filter bank.
@@ -78,6 +82,11 @@ class Tokenizer(nn.Module):
             Row ``k * n_channels + c`` holds tap ``k`` of channel ``c``.
         bias : Tensor, shape (n_filters,)
         """
+        return self._folded()[:2]
+
+    def _folded(self):
+        """:meth:`folded_bank` and the BatchNorm scale, shape (n_filters,), or None where a
+        scale is too small to divide the bank's outputs by."""
         sources = self._fold_sources()
         if torch.is_grad_enabled() and any(t.requires_grad for t in sources):
             return self._fold()
@@ -87,11 +96,11 @@ class Tokenizer(nn.Module):
             # Plain tensors (not inference tensors), so that the bank can enter autograd
             # graphs of the input (e.g. saliency) after an inference-mode call.
             with torch.inference_mode(False), torch.no_grad():
-                bank, bias = self._fold()
+                folded = self._fold()
             # The sources are held so that no new tensor can take their addresses.
-            cache = (stamp, tuple(t.detach() for t in sources), bank, bias)
+            cache = (stamp, tuple(t.detach() for t in sources), *folded)
             self.__dict__["_fold_cache"] = cache
-        return cache[2], cache[3]
+        return cache[2:]
 
     def __getstate__(self):
         state = self.__dict__.copy()
@@ -117,7 +126,8 @@ class Tokenizer(nn.Module):
 
         Returns
         -------
-        Tensor, shape (batch, n_windows, n_filters, window_samples + 1)
+        Tensor, shape (batch, n_windows, n_filters, conv_samples)
+            ``conv_samples`` is ``window_samples + 1`` for an even ``temporal_kernel``.
         """
         windows, batch, n_windows = self._windows(x)
         weight, bias = self.fused_kernel()
@@ -126,6 +136,8 @@ class Tokenizer(nn.Module):
 
     def log_power(self, x, eps=1e-6):
         """Log-variance of each filter's output in each window: a band-power readout.
+
+        In eval mode it is read from the folded bank's outputs (:meth:`tokens_and_log_power`).
 
         Parameters
         ----------
@@ -137,27 +149,19 @@ class Tokenizer(nn.Module):
         -------
         Tensor, shape (batch, n_windows, n_filters)
         """
-        if not self.training and self._power_from_folded():
-            return self.tokens_and_log_power(x, eps)[1]
-        return torch.log(self.filter_outputs(x).var(dim=-1) + eps)
-
-    def _batchnorm_scale(self):
-        norm = self.enc_conv[2]
-        return norm.weight / torch.sqrt(norm.running_var + norm.eps)
-
-    def _power_from_folded(self):
-        # The folded outputs are the filters' outputs times the BatchNorm scale (plus a shift),
-        # so their variance divided by the squared scale is the filters'. A scale near zero
-        # would leave nothing of the filter output to divide back.
-        return bool((self._batchnorm_scale().abs() > _SMALLEST_FOLDED_SCALE).all())
+        if self.training:
+            return self._log_power_by_convolution(x, eps)
+        bank, bias, scale = self._folded()
+        if scale is None:
+            return self._log_power_by_convolution(x, eps)
+        return self._log_power_of(self._folded_outputs(x, bank, bias), scale, eps)
 
     def tokens_and_log_power(self, x, eps=1e-6):
         """Tokens (:meth:`forward`) and :meth:`log_power` of the same input.
 
         In eval mode both come from one matrix product of the unfolded windows with the
-        folded bank, whose outputs the log-power reads divided by the squared BatchNorm scale
-        (about twice as fast as the two apart); in training mode, and where a BatchNorm scale
-        is near zero, they are computed apart.
+        folded bank (about twice as fast as a convolution of the log-power's own); in
+        training mode, and where a BatchNorm scale is near zero, they are computed apart.
 
         Parameters
         ----------
@@ -170,12 +174,23 @@ class Tokenizer(nn.Module):
         tokens : Tensor, shape (batch, n_windows, token_dim)
         log_power : Tensor, shape (batch, n_windows, n_filters)
         """
-        if self.training or not self._power_from_folded():
-            return self(x), torch.log(self.filter_outputs(x).var(dim=-1) + eps)
-        h, batch, n_windows = self._folded_outputs(x)
-        variance = h.var(dim=1) / self._batchnorm_scale() ** 2                 # (B*N, F)
-        power = torch.log(variance + eps).reshape(batch, n_windows, -1)
-        return self._tokens_of(h, batch, n_windows), power
+        if self.training:
+            return self(x), self._log_power_by_convolution(x, eps)
+        bank, bias, scale = self._folded()
+        outputs = self._folded_outputs(x, bank, bias)
+        power = (self._log_power_by_convolution(x, eps) if scale is None
+                 else self._log_power_of(outputs, scale, eps))
+        return self._tokens_of(*outputs), power
+
+    def _log_power_by_convolution(self, x, eps):
+        return torch.log(self.filter_outputs(x).var(dim=-1) + eps)
+
+    @staticmethod
+    def _log_power_of(outputs, scale, eps):
+        """Log-power from :meth:`_folded_outputs` and the BatchNorm scale of :meth:`_folded`."""
+        h, batch, n_windows = outputs
+        variance = h.var(dim=1) / scale ** 2                                # (B*N, F)
+        return torch.log(variance + eps).reshape(batch, n_windows, -1)
 
     def unfused(self, x):
         """The release's computation: the two convolutions, BatchNorm, GELU and pooling as layers.
@@ -193,34 +208,48 @@ class Tokenizer(nn.Module):
         windows, batch, n_windows = self._windows(x)
         return self.enc_conv(windows.unsqueeze(1)).reshape(batch, n_windows, self.config.token_dim)
 
-    def _folded_outputs(self, x):
+    def _folded_outputs(self, x, bank, bias):
         """Eval-mode BatchNorm outputs of the fused filters at every output sample, before GELU.
 
         One matrix product of unfolded windows with the folded bank per block of windows.
 
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_channels, n_windows * window_samples)
+        bank, bias : Tensor
+            As :meth:`folded_bank` returns them.
+
         Returns
         -------
-        h : Tensor, shape (batch * n_windows, window_samples + 1, n_filters)
+        h : Tensor, shape (batch * n_windows, conv_samples, n_filters)
         batch, n_windows : int
         """
         cfg = self.config
-        bank, bias = self.folded_bank()
         windows, batch, n_windows = self._windows(x)
         n_rows, n_channels, width = windows.shape
         kernel, left = cfg.temporal_kernel, cfg.temporal_kernel // 2
-        n_out = width + 2 * left - kernel + 1              # as the convolution's padding gives
         # Time-major, zero-padded windows: the taps of output t, for all channels, are the
         # contiguous run [t * C, (t + kernel) * C) of a window's memory.
-        padded = windows.new_zeros(n_rows, n_out + kernel - 1, n_channels)
+        padded = windows.new_zeros(n_rows, cfg.conv_samples + kernel - 1, n_channels)
         padded[:, left:left + width] = windows.transpose(1, 2)
-        size, stride = (n_rows, n_out, kernel * n_channels), (padded.stride(0), n_channels, 1)
-        unfolded = padded.as_strided(size, stride)
+        size = (n_rows, cfg.conv_samples, kernel * n_channels)
+        unfolded = padded.as_strided(size, (padded.stride(0), n_channels, 1))
         h = torch.cat([torch.matmul(unfolded[start:start + _WINDOWS_PER_PRODUCT], bank)
                        for start in range(0, n_rows, _WINDOWS_PER_PRODUCT)])
         return h + bias, batch, n_windows
 
     def _tokens_of(self, h, batch, n_windows):
-        """Tokens from :meth:`_folded_outputs`: GELU, max-pool, feature-major flattening."""
+        """GELU, max-pool and feature-major flattening of :meth:`_folded_outputs`.
+
+        Parameters
+        ----------
+        h : Tensor, shape (batch * n_windows, conv_samples, n_filters)
+        batch, n_windows : int
+
+        Returns
+        -------
+        Tensor, shape (batch, n_windows, token_dim)
+        """
         cfg = self.config
         n_kept = cfg.samples_per_filter * cfg.pool_size   # outputs the pooling reads
         h = F.gelu(h[:, :n_kept])
@@ -263,7 +292,7 @@ class Tokenizer(nn.Module):
             Feature-major flattening (index ``filter * samples_per_filter + t``).
         """
         if not self.training:
-            return self._tokens_of(*self._folded_outputs(x))
+            return self._tokens_of(*self._folded_outputs(x, *self.folded_bank()))
         cfg = self.config
         windows, batch, n_windows = self._windows(x)
         weight, bias = self.fused_kernel()
