@@ -8,7 +8,7 @@ the scores, tables and plots go to ``results/demo``. A second run reuses the sco
 (delete the folder to start over).
 
 The recordings come from ``../shared/data`` when it is there, else from ``MNE_DATA`` or
-MOABB's download (about 70 MB). About 5 minutes on 2 CPU cores (7-8 from a fresh clone,
+MOABB's download (about 70 MB). About 14 minutes on 2 CPU cores (about 16 from a fresh clone,
 install included).
 """
 
