@@ -174,7 +174,7 @@ def train_step_ratio(batch=64):
 
 def _tokens_and_log_power_apart(tokenizer, x, eps=1e-6):
     """The earlier path: the band power from a convolution of its own, beside the tokens."""
-    return tokenizer(x), torch.log(tokenizer.filter_outputs(x).var(dim=-1) + eps)
+    return tokenizer(x), tokenizer._log_power_by_convolution(x, eps)
 
 
 def packaged_rates(n_trials=24):

@@ -109,21 +109,24 @@ class LeafModel(nn.Module):
         """
         cfg, tokenizer = self.config, self.tower.tokenizer
         if not isinstance(x, (list, tuple)):
-            if cfg.tower_memory and cfg.power_memory:
-                tokens, power = tokenizer.tokens_and_log_power(x)
-                return self._embed(x, tokens, instruction, first_position, power)
-            tokens = tokenizer(x) if cfg.tower_memory else None
-            return self._embed(x, tokens, instruction, first_position)
+            return self._embed(x, *self._tokens_and_power(x), instruction, first_position)
         if isinstance(first_position, int):
             first_position = [first_position] * len(x)
         tokens = tokenizer.tokenize_together(x) if cfg.tower_memory else [None] * len(x)
-        return torch.cat([self._embed(*part) for part in zip(x, tokens, instruction,
+        power = [tokenizer.log_power(part) if cfg.power_memory else None for part in x]
+        return torch.cat([self._embed(*part) for part in zip(x, tokens, power, instruction,
                                                               first_position)])
 
-    def _embed(self, x, tokens, instruction, first_position, power=None):
+    def _tokens_and_power(self, x):
+        """The tokenizer's tokens and band power of ``x``, each None where the config has no use."""
+        cfg, tokenizer = self.config, self.tower.tokenizer
+        if cfg.tower_memory and cfg.power_memory:
+            return tokenizer.tokens_and_log_power(x)
+        return (tokenizer(x) if cfg.tower_memory else None,
+                tokenizer.log_power(x) if cfg.power_memory else None)
+
+    def _embed(self, x, tokens, power, instruction, first_position):
         cfg = self.config
-        if power is None and cfg.power_memory:
-            power = self.tower.tokenizer.log_power(x)
         spectrum = self.spectral(x) if cfg.spectral_memory else None
         hidden = (self.tower.encode(tokens, first_position) if cfg.tower_memory
                   else x.new_zeros(len(x), 0, cfg.d_model))

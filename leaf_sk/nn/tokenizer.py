@@ -151,17 +151,15 @@ class Tokenizer(nn.Module):
         """
         if self.training:
             return self._log_power_by_convolution(x, eps)
-        bank, bias, scale = self._folded()
-        if scale is None:
-            return self._log_power_by_convolution(x, eps)
-        return self._log_power_of(self._folded_outputs(x, bank, bias), scale, eps)
+        return self._folded_outputs_and_log_power(x, eps)[1]
 
     def tokens_and_log_power(self, x, eps=1e-6):
         """Tokens (:meth:`forward`) and :meth:`log_power` of the same input.
 
         In eval mode both come from one matrix product of the unfolded windows with the
-        folded bank (about twice as fast as a convolution of the log-power's own); in
-        training mode, and where a BatchNorm scale is near zero, they are computed apart.
+        folded bank (benchmarks/speed.py: x1.8 for the packaged classifier's ``predict``); in
+        training mode, and where a BatchNorm scale is near zero, the log-power is computed
+        apart.
 
         Parameters
         ----------
@@ -176,21 +174,21 @@ class Tokenizer(nn.Module):
         """
         if self.training:
             return self(x), self._log_power_by_convolution(x, eps)
-        bank, bias, scale = self._folded()
-        outputs = self._folded_outputs(x, bank, bias)
-        power = (self._log_power_by_convolution(x, eps) if scale is None
-                 else self._log_power_of(outputs, scale, eps))
+        outputs, power = self._folded_outputs_and_log_power(x, eps)
         return self._tokens_of(*outputs), power
 
     def _log_power_by_convolution(self, x, eps):
         return torch.log(self.filter_outputs(x).var(dim=-1) + eps)
 
-    @staticmethod
-    def _log_power_of(outputs, scale, eps):
-        """Log-power from :meth:`_folded_outputs` and the BatchNorm scale of :meth:`_folded`."""
+    def _folded_outputs_and_log_power(self, x, eps):
+        """:meth:`_folded_outputs` and the log-power read from them (eval mode)."""
+        bank, bias, scale = self._folded()
+        outputs = self._folded_outputs(x, bank, bias)
+        if scale is None:
+            return outputs, self._log_power_by_convolution(x, eps)
         h, batch, n_windows = outputs
         variance = h.var(dim=1) / scale ** 2                                # (B*N, F)
-        return torch.log(variance + eps).reshape(batch, n_windows, -1)
+        return outputs, torch.log(variance + eps).reshape(batch, n_windows, -1)
 
     def unfused(self, x):
         """The release's computation: the two convolutions, BatchNorm, GELU and pooling as layers.
