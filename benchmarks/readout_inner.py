@@ -5,8 +5,8 @@ scores the readouts a user can pick on the fold's validation subjects, as MOABB'
 evaluations would:
 
 - within-session: 5-fold stratified cross-validation inside each validation subject;
-- cross-subject: fitted on every fit subject's trials (one alignment group per subject),
-  scored per validation subject.
+- cross-subject: fitted on every fit subject's trials (one alignment group per subject;
+  ``--cross-alignment pooled``: all of them as one group), scored per validation subject.
 
 Pipelines (every one with Euclidean alignment, as the checkpoint was trained):
 
@@ -116,6 +116,12 @@ def main(argv=None):
                         choices=["none", "tokenizer", "encoder"],
                         help="frozen parts of the fine-tuned classifiers")
     parser.add_argument("--pipelines", nargs="*", default=None, help="only these")
+    parser.add_argument("--evaluations", nargs="+", default=["within", "cross"],
+                        choices=["within", "cross"])
+    parser.add_argument("--cross-alignment", default="per-subject",
+                        choices=["per-subject", "pooled"],
+                        help="alignment groups of the cross-subject fit; results of 'pooled' "
+                             "are stored under the pipeline's name with '@pooled' added")
     args = parser.parse_args(argv)
     use_fold(args.fold)
     torch.set_num_threads(1)
@@ -137,26 +143,33 @@ def main(argv=None):
         report.setdefault(name, {})
         for label, estimator in candidates.items():
             within, cross = {}, {}
-            for s in split["valid"]:
+            for s in split["valid"] if "within" in args.evaluations else []:
                 rows = subject == s
                 Xs, ys = X[rows], y[rows]
                 folds = StratifiedKFold(5, shuffle=True, random_state=42).split(Xs, ys)
                 within[int(s)] = float(np.mean([
                     score(fit(clone(estimator), Xs[train], ys[train]), Xs[test], ys[test], binary)
                     for train, test in folds]))
-            if label.startswith("direct"):
+            if "cross" not in args.evaluations:
+                pass
+            elif label.startswith("direct"):
                 model = fit(clone(estimator), X[fit_rows][:len(texts) * 2],
                             np.repeat(sorted(texts), 2))
             else:
-                model = fit(clone(estimator), X[fit_rows], y[fit_rows], subject[fit_rows])
-            for s in split["valid"]:
+                groups = subject[fit_rows] if args.cross_alignment == "per-subject" else None
+                model = fit(clone(estimator), X[fit_rows], y[fit_rows], groups)
+            for s in split["valid"] if "cross" in args.evaluations else []:
                 rows = subject == s
                 cross[int(s)] = score(model, X[rows], y[rows], binary)
-            report[name][label] = {"within": within, "cross": cross}
-            print(f"{name} {label}: within {np.mean(list(within.values())):.3f} "
-                  f"({', '.join(f's{k} {v:.2f}' for k, v in within.items())}); cross "
-                  f"{np.mean(list(cross.values())):.3f} "
-                  f"({', '.join(f's{k} {v:.2f}' for k, v in cross.items())})", flush=True)
+            if args.cross_alignment == "pooled":
+                label = f"{label}@pooled"
+            report[name][label] = {**report[name].get(label, {}),
+                                   **({"within": within} if within else {}),
+                                   **({"cross": cross} if cross else {})}
+            print(f"{name} {label}: " + "; ".join(
+                f"{kind} {np.mean(list(v.values())):.3f} "
+                f"({', '.join(f's{k} {x:.2f}' for k, x in v.items())})"
+                for kind, v in (("within", within), ("cross", cross)) if v), flush=True)
             write_text_atomic(path, json.dumps(report, indent=1))
 
 

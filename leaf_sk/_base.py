@@ -13,7 +13,7 @@ from sklearn.base import _fit_context  # noqa: F401
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .alignment import ALIGNMENT_OPTIONS, align_trials, resolve_alignment
+from .alignment import ALIGNMENT_OPTIONS, align_trials, metadata_groups, resolve_alignment
 from ._input import (_listed, as_numeric_array, check_same_channels, is_epochs_sequence,
                      make_channel_map, read_trials, to_template)
 from ._precision import PRECISIONS, autocast
@@ -99,8 +99,9 @@ class LeafInputMixin:
 
         A 2-D ``X`` of shape ``(n_trials, n_channels * n_times)`` (trials flattened channel by
         channel, as ``X.reshape(len(X), -1)`` gives) is accepted when ``ch_names`` is set. With
-        ``alignment="euclidean"`` the trials of each group (all of them when ``groups`` is
-        None) are re-centred first (:func:`~leaf_sk.alignment.euclidean_alignment`).
+        ``alignment="euclidean"`` the trials of each group are re-centred first
+        (:func:`~leaf_sk.alignment.euclidean_alignment`); without ``groups``, each subject of
+        Epochs metadata (:func:`~leaf_sk.alignment.metadata_groups`), else all trials as one.
         """
         if not fit:
             check_is_fitted(self, "channel_map_")
@@ -168,7 +169,7 @@ class LeafInputMixin:
             check_same_channels(self.ch_names_, trials.ch_names)
             self._check_n_features(n_features, flat=n_flat_features is not None)
         if self.alignment_ == "euclidean":
-            trials = align_trials(trials, groups)
+            trials = align_trials(trials, metadata_groups(X) if groups is None else groups)
         elif groups is not None:
             raise ValueError(
                 f"groups are only used with Euclidean alignment (alignment={self.alignment!r}, "

@@ -44,6 +44,19 @@ def align_trials(trials, groups=None):
     return dataclasses.replace(trials, data=euclidean_alignment(trials.data, groups))
 
 
+def metadata_groups(X):
+    """The subject of each trial of ``mne.Epochs`` whose metadata has a ``subject`` column.
+
+    MOABB's evaluations pass such Epochs (with ``return_epochs=True``); its cross-subject
+    evaluation fits on many subjects in one call, and aligning them as one group would train on
+    trials re-centred unlike the test subject's. None for anything else.
+    """
+    metadata = getattr(X, "metadata", None)
+    if metadata is None or "subject" not in metadata.columns:
+        return None
+    return metadata["subject"].to_numpy()
+
+
 def check_groups(groups, n_trials):
     """``groups`` as a 1-D array of ``n_trials`` labels, or None."""
     if groups is None:

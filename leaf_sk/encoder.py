@@ -49,8 +49,10 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         ``"euclidean"`` re-centres the trials of each subject or session before the network:
         each group is whitened by the inverse square root of its mean spatial covariance
         (:func:`~leaf_sk.alignment.euclidean_alignment`, no labels used). A group is one value of
-        ``groups`` in ``fit``, and otherwise all the trials of one call: pass one subject's or
-        session's trials per call (as MOABB's evaluations do at test time). A trial's output then
+        ``groups`` in ``fit``; without it, one subject of ``mne.Epochs`` whose metadata has a
+        ``subject`` column (as MOABB's evaluations pass), and otherwise all the trials of one
+        call: pass one subject's or session's trials per call (as MOABB's evaluations do at
+        test time). A trial's output then
         depends on the trials that come with it. ``"auto"`` (default) does what the checkpoint
         was trained with: ``"euclidean"`` for ``"leaf-small-bci"``, None for ``"leaf-small"``,
         release files and random weights.
@@ -161,8 +163,8 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         y : None
             Ignored.
         groups : array-like of shape (n_trials,), optional
-            Subject or session of each trial, for ``alignment="euclidean"``; None treats the
-            trials as one group.
+            Subject or session of each trial, for ``alignment="euclidean"``; None takes the
+            subjects of ``mne.Epochs`` metadata, else treats the trials as one group.
 
         Returns
         -------
@@ -182,8 +184,8 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         y : None
             Ignored.
         groups : array-like of shape (n_trials,), optional
-            Subject or session of each trial, for ``alignment="euclidean"``; None treats the
-            trials as one group.
+            Subject or session of each trial, for ``alignment="euclidean"``; None takes the
+            subjects of ``mne.Epochs`` metadata, else treats the trials as one group.
 
         Returns
         -------

@@ -86,6 +86,25 @@ def test_fit_groups_align_per_subject(make_trials, ch_names):
     np.testing.assert_allclose(per_group, expected, rtol=1e-5, atol=1e-6)
 
 
+def test_epochs_metadata_subjects_are_aligned_per_subject(make_epochs):
+    """MOABB's cross-subject fit: Epochs of many subjects, the subject in their metadata."""
+    import mne
+    import pandas as pd
+
+    epochs, _ = make_epochs(n_trials=8)
+    data = epochs.get_data()
+    data[4:] *= np.random.default_rng(1).uniform(0.5, 2.0, size=(len(epochs.ch_names), 1))
+    epochs = mne.EpochsArray(data, epochs.info, verbose=False)
+    groups = np.repeat([1, 2], 4)
+    encoder = _tiny(LeafEncoder, alignment="euclidean", pooling="logvar")
+    explicit = encoder.fit_transform(epochs, groups=groups)
+    pooled = encoder.transform(epochs)
+    epochs.metadata = pd.DataFrame({"subject": groups, "session": "0"})
+    np.testing.assert_array_equal(encoder.fit_transform(epochs), explicit)
+    np.testing.assert_array_equal(encoder.transform(epochs), explicit)
+    assert not np.allclose(explicit, pooled)
+
+
 def test_groups_without_alignment_are_refused(make_trials, ch_names):
     X, y = make_trials(n_trials=8)
     with pytest.raises(ValueError, match="only used with Euclidean alignment"):
