@@ -19,7 +19,7 @@ from ._base import (SHARED_CONSTRAINTS, TRAINING_CONSTRAINTS, Interval, LeafInpu
                     warn_if_qformer_untrained)
 from ._precision import resolve_precision
 from .instructions import default_label_text, instruction_vector, label_prototypes
-from .nn import crop_averaged, members_of
+from .nn import LeafEnsemble, crop_averaged, members_of
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
 
 
@@ -61,13 +61,59 @@ class AlignmentModule(torch.nn.Module):
         self._frozen().eval()
         return self
 
-    def similarities(self, x):
-        """Cosine similarities, shape (batch, n_classes)."""
-        return self.model(x, self.instruction) @ self.prototypes.T
+    def similarities(self, x, hidden=None, power=None):
+        """Cosine similarities, shape (batch, n_classes).
 
-    def forward(self, x):
+        ``hidden`` and ``power``, shape ``(batch, n_members, ...)``, are the members'
+        :meth:`~leaf_sk.nn.LeafModel.tower_outputs` computed beforehand (:meth:`tower_inputs`);
+        the Towers are then not run.
+        """
+        if hidden is None:
+            return self.model(x, self.instruction) @ self.prototypes.T
+        outputs = [(hidden[:, i], None if power is None else power[:, i])
+                   for i in range(hidden.shape[1])]
+        kept = outputs if isinstance(self.model, LeafEnsemble) else outputs[0]
+        return self.model(x, self.instruction, tower_outputs=kept) @ self.prototypes.T
+
+    def forward(self, x, hidden=None, power=None):
         """Logits ``logit_scale * cos``, shape (batch, n_classes)."""
-        return self.logit_scale * self.similarities(x)
+        return self.logit_scale * self.similarities(x, hidden, power)
+
+    def tower_inputs(self, data, batch_size, device):
+        """Training inputs with the frozen Towers' outputs computed once, not at every epoch.
+
+        Parameters
+        ----------
+        data : ndarray, shape (n_trials, n_channels, n_times)
+            Trials on the template.
+        batch_size : int
+            Trials per Tower pass (the outputs do not depend on it).
+        device : torch.device
+
+        Returns
+        -------
+        dict or ndarray
+            ``{"x": data, "hidden": ..., "power": ...}`` (``power`` left out where the
+            config has no band power), the keyword arguments of :meth:`forward`; ``data``
+            itself unless ``freeze="encoder"``.
+        """
+        if self.freeze != "encoder":
+            return data
+        was_training = self.training
+        self.to(device).eval()
+        hidden, power = [], []
+        with torch.no_grad():
+            for start in range(0, len(data), batch_size):
+                batch = torch.from_numpy(data[start:start + batch_size]).to(device)
+                outputs = [member.tower_outputs(batch) for member in members_of(self.model)]
+                hidden.append(torch.stack([h for h, _ in outputs], 1).cpu().numpy())
+                if outputs[0][1] is not None:
+                    power.append(torch.stack([p for _, p in outputs], 1).cpu().numpy())
+        self.train(was_training)
+        inputs = {"x": data, "hidden": np.concatenate(hidden)}
+        if power:
+            inputs["power"] = np.concatenate(power)
+        return inputs
 
 
 class AlignmentNet(_net.SeededEpochsMixin, _net.NeuralNet):
@@ -122,12 +168,11 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         each group is whitened by the inverse square root of its mean spatial covariance
         (:func:`~leaf_sk.alignment.euclidean_alignment`, no labels used). A group is one value of
         ``groups`` in ``fit``; without it, one subject of ``mne.Epochs`` whose metadata has a
-        ``subject`` column (as MOABB's evaluations pass), and otherwise all the trials of one
-        call: pass one subject's or session's trials per call (as MOABB's evaluations do at
-        test time). A trial's output then
-        depends on the trials that come with it. ``"auto"`` (default) does what the checkpoint
-        was trained with: ``"euclidean"`` for ``"leaf-small-bci"``, None for ``"leaf-small"``,
-        release files and random weights.
+        ``subject`` column (MOABB's, with ``return_epochs=True``), and otherwise all the trials
+        of one call: pass one subject's or session's trials per call (as MOABB's evaluations do
+        at test time). A trial's output then depends on the trials that come with it.
+        ``"auto"`` (default) does what the checkpoint was trained with: ``"euclidean"`` for
+        ``"leaf-small-bci"``, None for ``"leaf-small"``, release files and random weights.
     release_compat : {"auto"} or bool
         Behave as the authors' release: channels CB1/CB2 mapped as the release maps them (to O2
         and O1), and the Q-Former's positions indexed ``0..2N-1`` as at the release's direct
@@ -387,7 +432,7 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         if self.max_epochs:
             targets = np.searchsorted(self.classes_, y).astype(np.int64)
             net = self._make_net(module, seed)
-            net.fit(data, targets)
+            net.fit(module.tower_inputs(data, self.batch_size, self.device_), targets)
             self._keep_training_state(net)
         self.module_ = module.to(self.device_).eval()
         return self
@@ -414,7 +459,9 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
                 "and instruction, or set warm_start=False to fit from scratch.")
         if self.max_epochs:
             targets = np.searchsorted(self.classes_, y).astype(np.int64)
-            self.net_.partial_fit(data, targets, epochs=self.max_epochs)
+            module = self.net_.module_
+            self.net_.partial_fit(module.tower_inputs(data, self.batch_size, self.device_),
+                                  targets, epochs=self.max_epochs)
             self._keep_training_state(self.net_)
         self.module_ = self.net_.module_.to(self.device_).eval()
 

@@ -96,6 +96,31 @@ def test_the_estimators_use_every_member(tmp_path, members, make_estimator, make
                    for name, value in member.qformer.state_dict().items())
 
 
+@pytest.mark.parametrize("n_members", [1, 2])
+def test_frozen_towers_run_once_and_train_exactly_as_when_run_every_step(
+        tmp_path, make_estimator, make_trials, monkeypatch, n_members):
+    """Fine-tuning with frozen Towers reads their outputs computed before the first epoch."""
+    from leaf_sk.classifier import AlignmentModule
+
+    config = TINY.replace(power_memory=True, spectral_memory=True)
+    paths = [_member(tmp_path, seed, config=config) for seed in range(n_members)]
+    path = paths[0] if n_members == 1 else combine_checkpoints(paths, tmp_path / "e.safetensors")
+    X, y = make_trials(n_trials=12)
+    params = dict(checkpoint=str(path), max_epochs=2, batch_size=4, freeze="encoder")
+    calls = []
+    towers = type(members_of(load_checkpoint(path)[0])[0].tower)
+    forward = towers.encode
+    monkeypatch.setattr(towers, "encode", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
+    kept = make_estimator(LeafInstructionClassifier, **params).fit(X, y)
+    assert len(calls) == n_members * 3  # one pass over the 12 trials in batches of 4
+    monkeypatch.setattr(AlignmentModule, "tower_inputs", lambda self, data, *args: data)
+    rerun = make_estimator(LeafInstructionClassifier, **params).fit(X, y)
+    assert [row["train_loss"] for row in kept.history_] == [row["train_loss"] for row in rerun.history_]
+    for name, value in kept.module_.state_dict().items():
+        assert torch.equal(value, rerun.module_.state_dict()[name]), name
+    np.testing.assert_array_equal(kept.predict_proba(X), rerun.predict_proba(X))
+
+
 def test_release_compat_reaches_every_member(tmp_path, members):
     from leaf_sk._base import build_model
 

@@ -87,7 +87,7 @@ class LeafModel(nn.Module):
         if config.spectral_memory:
             self.spectral = SpectralMemory(config)
 
-    def forward(self, x, instruction, first_position=0):
+    def forward(self, x, instruction, first_position=0, tower_outputs=None):
         """Embed EEG.
 
         Parameters
@@ -102,6 +102,9 @@ class LeafModel(nn.Module):
             Positional index of the first window in the Tower and the Q-Former (0 at
             inference, as in the release; set in training by
             ``LeafInstructionTuner(positions=...)``).
+        tower_outputs : tuple, optional
+            ``tower_outputs(x, first_position)`` computed beforehand (a Tensor ``x`` only): the
+            Tower is then not run, as when it is frozen and its outputs are kept between epochs.
 
         Returns
         -------
@@ -109,7 +112,9 @@ class LeafModel(nn.Module):
         """
         cfg, tokenizer = self.config, self.tower.tokenizer
         if not isinstance(x, (list, tuple)):
-            return self._embed(x, *self._tokens_and_power(x), instruction, first_position)
+            hidden, power = (self.tower_outputs(x, first_position) if tower_outputs is None
+                             else tower_outputs)
+            return self._readout(x, hidden, power, instruction, first_position)
         if isinstance(first_position, int):
             first_position = [first_position] * len(x)
         tokens = tokenizer.tokenize_together(x) if cfg.tower_memory else [None] * len(x)
@@ -125,11 +130,36 @@ class LeafModel(nn.Module):
         return (tokenizer(x) if cfg.tower_memory else None,
                 tokenizer.log_power(x) if cfg.power_memory else None)
 
+    def tower_outputs(self, x, first_position=0):
+        """What the Q-Former reads from the Tower.
+
+        Parameters
+        ----------
+        x : Tensor, shape (batch, n_channels, n_windows * window_samples)
+        first_position : int
+
+        Returns
+        -------
+        hidden : Tensor, shape (batch, 2 * n_windows, d_model)
+            Both branches' outputs (no tokens, shape (batch, 0, d_model), without
+            ``tower_memory``).
+        power : Tensor of shape (batch, n_windows, n_filters), or None without ``power_memory``
+            Log band power of the tokenizer's filters.
+        """
+        tokens, power = self._tokens_and_power(x)
+        return self._encoded(x, tokens, first_position), power
+
+    def _encoded(self, x, tokens, first_position):
+        if not self.config.tower_memory:
+            return x.new_zeros(len(x), 0, self.config.d_model)
+        return self.tower.encode(tokens, first_position)
+
     def _embed(self, x, tokens, power, instruction, first_position):
-        cfg = self.config
-        spectrum = self.spectral(x) if cfg.spectral_memory else None
-        hidden = (self.tower.encode(tokens, first_position) if cfg.tower_memory
-                  else x.new_zeros(len(x), 0, cfg.d_model))
+        return self._readout(x, self._encoded(x, tokens, first_position), power, instruction,
+                             first_position)
+
+    def _readout(self, x, hidden, power, instruction, first_position):
+        spectrum = self.spectral(x) if self.config.spectral_memory else None
         return self.qformer(hidden, instruction, power, spectrum, first_position)
 
 
@@ -152,12 +182,13 @@ class LeafEnsemble(nn.Module):
         self.config = config
         self.members = nn.ModuleList(LeafModel(config) for _ in range(n_members))
 
-    def forward(self, x, instruction):
+    def forward(self, x, instruction, tower_outputs=None):
         """Inputs as :meth:`LeafModel.forward`; the mean of the members' unit rows, shape
-        (batch, d_text) (norm at most 1)."""
-        total = self.members[0](x, instruction)
-        for member in self.members[1:]:
-            total = total + member(x, instruction)
+        (batch, d_text) (norm at most 1). ``tower_outputs``: a list, one per member."""
+        outputs = [None] * len(self.members) if tower_outputs is None else tower_outputs
+        total = self.members[0](x, instruction, tower_outputs=outputs[0])
+        for member, output in zip(self.members[1:], outputs[1:]):
+            total = total + member(x, instruction, tower_outputs=output)
         return total / len(self.members)
 
 
