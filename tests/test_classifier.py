@@ -178,8 +178,7 @@ def test_prediction_averages_shifted_crops(make_clf, trials):
     from leaf_sk._input import make_channel_map, read_trials, to_template
 
     X, y = trials
-    # float32 as the module's reference below (precision="auto" is bfloat16 on bf16-native CPUs)
-    clf = make_clf(max_epochs=1, test_crops=0, precision="float32").fit(X, y)
+    clf = make_clf(max_epochs=1, test_crops=0).fit(X, y)
     whole = clf.decision_function(X)
     data = to_template(read_trials(X, ch_names=clf.ch_names_, sfreq=clf.sfreq_),
                        clf.channel_map_)
