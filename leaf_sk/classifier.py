@@ -213,7 +213,9 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         tokenizer, or nothing. ``"auto"`` (default) is ``"encoder"`` when the checkpoint holds
         an instruction-tuned Q-Former (``"leaf-small-bci"``, release files with a Q-Former), so
         that fitting adapts only the Q-Former; ``"none"`` otherwise (random weights, a Tower
-        alone). See ``max_epochs``.
+        alone). With ``"encoder"`` the Towers' outputs are computed once before the first epoch
+        (they cannot change), which makes fitting faster and keeps them in memory (about half
+        the size of the trials on the template). See ``max_epochs``.
     logit_scale : float
         Multiplies the cosine similarities before the softmax. The release uses 1 (no
         temperature); here that cannot fit close label texts: "Left hand" and "Right hand"
