@@ -214,8 +214,9 @@ class LeafInstructionClassifier(LeafInputMixin, ClassifierMixin, BaseEstimator):
         an instruction-tuned Q-Former (``"leaf-small-bci"``, release files with a Q-Former), so
         that fitting adapts only the Q-Former; ``"none"`` otherwise (random weights, a Tower
         alone). With ``"encoder"`` the Towers' outputs are computed once before the first epoch
-        (they cannot change), which makes fitting faster and keeps them in memory (about half
-        the size of the trials on the template). See ``max_epochs``.
+        (they cannot change), which makes fitting faster and keeps them in memory (for
+        ``"leaf-small-bci"``'s twelve members, about half the size of the trials on the
+        template). See ``max_epochs``.
     logit_scale : float
         Multiplies the cosine similarities before the softmax. The release uses 1 (no
         temperature); here that cannot fit close label texts: "Left hand" and "Right hand"
