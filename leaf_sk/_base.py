@@ -101,7 +101,8 @@ class LeafInputMixin:
         channel, as ``X.reshape(len(X), -1)`` gives) is accepted when ``ch_names`` is set. With
         ``alignment="euclidean"`` the trials of each group are re-centred first
         (:func:`~leaf_sk.alignment.euclidean_alignment`); without ``groups``, each subject of
-        Epochs metadata (:func:`~leaf_sk.alignment.metadata_groups`), else all trials as one.
+        Epochs metadata or a list of Epochs (:func:`~leaf_sk.alignment.metadata_groups`), else
+        all trials as one.
         """
         if not fit:
             check_is_fitted(self, "channel_map_")

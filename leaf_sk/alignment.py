@@ -49,8 +49,13 @@ def metadata_groups(X):
 
     MOABB's evaluations pass such Epochs (with ``return_epochs=True``); its cross-subject
     evaluation fits on many subjects in one call, and aligning them as one group would train on
-    trials re-centred unlike the test subject's. None for anything else.
+    trials re-centred unlike the test subject's. A list of such Epochs (scikit-learn's
+    cross-validation indexes Epochs into one) gives its elements' subjects in order. None for
+    anything else.
     """
+    if isinstance(X, (list, tuple)):
+        parts = [metadata_groups(part) for part in X]
+        return np.concatenate(parts) if parts and all(p is not None for p in parts) else None
     metadata = getattr(X, "metadata", None)
     if metadata is None or "subject" not in metadata.columns:
         return None
@@ -66,7 +71,29 @@ def check_groups(groups, n_trials):
         raise ValueError(
             f"groups must be one label (subject or session) per trial, shape ({n_trials},); "
             f"got shape {groups.shape}.")
+    missing = _missing(groups)
+    if missing.any():
+        raise ValueError(
+            f"groups has no subject or session for {int(missing.sum())} of {n_trials} trials "
+            f"(first: trial {int(np.argmax(missing))}); give every trial one (for Epochs, fill "
+            "metadata['subject']) or pass groups to fit.")
     return groups
+
+
+def _missing(groups):
+    """Which labels are missing (None, NaN, pandas.NA)."""
+    if groups.dtype.kind == "f":
+        return np.isnan(groups)
+    if groups.dtype.kind != "O":
+        return np.zeros(len(groups), dtype=bool)
+
+    def missing(value):
+        try:
+            return value is None or bool(value != value)
+        except TypeError:  # pandas.NA has no truth value
+            return True
+
+    return np.array([missing(value) for value in groups], dtype=bool)
 
 
 def euclidean_alignment(data, groups=None):

@@ -49,12 +49,13 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         ``"euclidean"`` re-centres the trials of each subject or session before the network:
         each group is whitened by the inverse square root of its mean spatial covariance
         (:func:`~leaf_sk.alignment.euclidean_alignment`, no labels used). A group is one value of
-        ``groups`` in ``fit``; without it, one subject of ``mne.Epochs`` whose metadata has a
-        ``subject`` column (MOABB's, with ``return_epochs=True``), and otherwise all the trials
-        of one call: pass one subject's or session's trials per call (as MOABB's evaluations do
-        at test time). A trial's output then depends on the trials that come with it.
-        ``"auto"`` (default) does what the checkpoint was trained with: ``"euclidean"`` for
-        ``"leaf-small-bci"``, None for ``"leaf-small"``, release files and random weights.
+        ``groups`` in ``fit``; without it, one subject of ``mne.Epochs`` (or a list of them)
+        whose metadata has a ``subject`` column (MOABB's, with ``return_epochs=True``), and
+        otherwise all the trials of one call: pass one subject's or session's trials per call
+        (as MOABB's evaluations do at test time). A trial's output then depends on the trials
+        that come with it. ``"auto"`` (default) does what the checkpoint was trained with:
+        ``"euclidean"`` for ``"leaf-small-bci"``, None for ``"leaf-small"``, release files and
+        random weights.
     release_compat : {"auto"} or bool
         Behave as the authors' release: channels CB1/CB2 mapped as the release maps them (to O2
         and O1), and the Q-Former's positions indexed ``0..2N-1`` as at the release's direct

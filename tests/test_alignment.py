@@ -105,6 +105,27 @@ def test_epochs_metadata_subjects_are_aligned_per_subject(make_epochs):
     assert not np.allclose(explicit, pooled)
 
 
+def test_a_list_of_epochs_keeps_its_subjects(make_epochs):
+    """scikit-learn's cross-validation indexes Epochs into a list of Epochs."""
+    import pandas as pd
+
+    epochs, _ = make_epochs(n_trials=8)
+    epochs.metadata = pd.DataFrame({"subject": np.repeat([1, 2], 4)})
+    encoder = _tiny(LeafEncoder, alignment="euclidean", pooling="logvar")
+    whole = encoder.fit_transform(epochs)
+    np.testing.assert_array_equal(encoder.fit_transform([epochs[:3], epochs[3:]]), whole)
+
+
+@pytest.mark.parametrize("missing", [np.nan, None])
+def test_a_missing_subject_is_refused(make_epochs, missing):
+    import pandas as pd
+
+    epochs, _ = make_epochs(n_trials=8)
+    epochs.metadata = pd.DataFrame({"subject": [1, 1, 1, missing, 2, 2, 2, 2]})
+    with pytest.raises(ValueError, match="no subject or session for 1 of 8 trials .first: trial 3"):
+        _tiny(LeafEncoder, alignment="euclidean").fit(epochs)
+
+
 def test_groups_without_alignment_are_refused(make_trials, ch_names):
     X, y = make_trials(n_trials=8)
     with pytest.raises(ValueError, match="only used with Euclidean alignment"):
