@@ -142,6 +142,11 @@ def main(argv=None):
         fit_rows = np.isin(subject, split["fit"])
         report.setdefault(name, {})
         for label, estimator in candidates.items():
+            first = estimator.steps[0][1] if hasattr(estimator, "steps") else estimator
+            if args.cross_alignment == "pooled" and (
+                    label.startswith("direct")
+                    or not isinstance(first, (LeafEncoder, LeafInstructionClassifier))):
+                continue  # nothing fitted on aligned trials: the same as per subject
             within, cross = {}, {}
             for s in split["valid"] if "within" in args.evaluations else []:
                 rows = subject == s
