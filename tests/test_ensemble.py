@@ -108,9 +108,10 @@ def test_frozen_towers_run_once_and_train_exactly_as_when_run_every_step(
     X, y = make_trials(n_trials=12)
     params = dict(checkpoint=str(path), max_epochs=2, batch_size=4, freeze="encoder")
     calls = []
-    towers = type(members_of(load_checkpoint(path)[0])[0].tower)
-    forward = towers.encode
-    monkeypatch.setattr(towers, "encode", lambda self, *a, **k: calls.append(1) or forward(self, *a, **k))
+    tower_class = type(members_of(load_checkpoint(path)[0])[0].tower)
+    encode = tower_class.encode
+    monkeypatch.setattr(tower_class, "encode",
+                        lambda self, *a, **k: calls.append(1) or encode(self, *a, **k))
     kept = make_estimator(LeafInstructionClassifier, **params).fit(X, y)
     assert len(calls) == n_members * 3  # one pass over the 12 trials in batches of 4
     monkeypatch.setattr(AlignmentModule, "tower_inputs", lambda self, data, *args: data)
