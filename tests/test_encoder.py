@@ -136,7 +136,8 @@ def test_fit_does_not_touch_torch_global_rng(encoder, trials):
 def test_epochs_and_microvolt_arrays_give_the_same_features(ch_names, make_epochs, make_estimator):
     epochs, _ = make_epochs(n_trials=4)
     X_uv = epochs.get_data() * 1e6
-    from_epochs = LeafEncoder(None, size="tiny", device="cpu", random_state=0).fit(epochs)
+    from_epochs = LeafEncoder(None, size="tiny", device="cpu", precision="float32",
+                              random_state=0).fit(epochs)
     from_array = make_estimator(LeafEncoder).fit(X_uv)
     assert from_epochs.ch_names_ == ch_names and from_epochs.sfreq_ == 250.0
     assert from_epochs.n_features_in_ == len(ch_names)
