@@ -100,3 +100,29 @@ def test_epochs_with_event_names(dataset, paradigm, tmp_path, evaluation_name):
                                                   "right_hand": "right hand"})
     results = evaluation.process(pipelines)
     _check_results(results, N_SUBJECTS)
+
+
+def test_cross_subject_fit_aligns_each_training_subject_on_its_own(moabb_env, paradigm, tmp_path,
+                                                                   monkeypatch):
+    """MOABB fits without groups; the subjects come from the Epochs' metadata."""
+    import leaf_sk._base
+    from moabb.datasets.fake import FakeDataset
+    from moabb.evaluations import CrossSubjectEvaluation
+
+    dataset = FakeDataset(event_list=("left_hand", "right_hand"), n_sessions=1, n_runs=1,
+                          n_subjects=3, channels=CHANNELS, duration=30, n_events=10, sfreq=128,
+                          seed=0)
+    seen = []
+    align = leaf_sk._base.align_trials
+    monkeypatch.setattr(leaf_sk._base, "align_trials",
+                        lambda trials, groups=None: seen.append(groups) or align(trials, groups))
+    evaluation = CrossSubjectEvaluation(paradigm=paradigm, datasets=[dataset], overwrite=True,
+                                        hdf5_path=str(tmp_path), return_epochs=True,
+                                        mne_labels=True)
+    pipelines = {"leaf+lr": make_pipeline(LeafEncoder(**TINY, alignment="euclidean"),
+                                          LogisticRegression())}
+    results = evaluation.process(pipelines)
+    assert len(results) == 3
+    assert seen and all(groups is not None for groups in seen)
+    # each of the 3 folds: fit_transform of the two training subjects, transform of the third
+    assert sorted(len(set(groups)) for groups in seen) == [1, 1, 1, 2, 2, 2]
