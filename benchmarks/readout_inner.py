@@ -155,17 +155,16 @@ def main(argv=None):
                 within[int(s)] = float(np.mean([
                     score(fit(clone(estimator), Xs[train], ys[train]), Xs[test], ys[test], binary)
                     for train, test in folds]))
-            if "cross" not in args.evaluations:
-                pass
-            elif label.startswith("direct"):
-                model = fit(clone(estimator), X[fit_rows][:len(texts) * 2],
-                            np.repeat(sorted(texts), 2))
-            else:
-                groups = subject[fit_rows] if args.cross_alignment == "per-subject" else None
-                model = fit(clone(estimator), X[fit_rows], y[fit_rows], groups)
-            for s in split["valid"] if "cross" in args.evaluations else []:
-                rows = subject == s
-                cross[int(s)] = score(model, X[rows], y[rows], binary)
+            if "cross" in args.evaluations:
+                if label.startswith("direct"):
+                    model = fit(clone(estimator), X[fit_rows][:len(texts) * 2],
+                                np.repeat(sorted(texts), 2))
+                else:
+                    groups = subject[fit_rows] if args.cross_alignment == "per-subject" else None
+                    model = fit(clone(estimator), X[fit_rows], y[fit_rows], groups)
+                for s in split["valid"]:
+                    rows = subject == s
+                    cross[int(s)] = score(model, X[rows], y[rows], binary)
             if args.cross_alignment == "pooled":
                 label = f"{label}@pooled"
             report[name][label] = {**report[name].get(label, {}),

@@ -19,7 +19,7 @@ from ._base import (SHARED_CONSTRAINTS, TRAINING_CONSTRAINTS, Interval, LeafInpu
                     warn_if_qformer_untrained)
 from ._precision import resolve_precision
 from .instructions import default_label_text, instruction_vector, label_prototypes
-from .nn import LeafEnsemble, crop_averaged, members_of
+from .nn import crop_averaged, members_of
 from .text import DEFAULT_TEXT_ENCODER, get_text_encoder
 
 
@@ -64,15 +64,10 @@ class AlignmentModule(torch.nn.Module):
     def similarities(self, x, hidden=None, power=None):
         """Cosine similarities, shape (batch, n_classes).
 
-        ``hidden`` and ``power``, shape ``(batch, n_members, ...)``, are the members'
-        :meth:`~leaf_sk.nn.LeafModel.tower_outputs` computed beforehand (:meth:`tower_inputs`);
-        the Towers are then not run.
+        ``hidden`` and ``power`` are the model's ``tower_outputs(x)`` computed beforehand
+        (:meth:`tower_inputs`); the Towers are then not run.
         """
-        if hidden is None:
-            return self.model(x, self.instruction) @ self.prototypes.T
-        outputs = [(hidden[:, i], None if power is None else power[:, i])
-                   for i in range(hidden.shape[1])]
-        kept = outputs if isinstance(self.model, LeafEnsemble) else outputs[0]
+        kept = None if hidden is None else (hidden, power)
         return self.model(x, self.instruction, tower_outputs=kept) @ self.prototypes.T
 
     def forward(self, x, hidden=None, power=None):
@@ -105,10 +100,10 @@ class AlignmentModule(torch.nn.Module):
         with torch.no_grad():
             for start in range(0, len(data), batch_size):
                 batch = torch.from_numpy(data[start:start + batch_size]).to(device)
-                outputs = [member.tower_outputs(batch) for member in members_of(self.model)]
-                hidden.append(torch.stack([h for h, _ in outputs], 1).cpu().numpy())
-                if outputs[0][1] is not None:
-                    power.append(torch.stack([p for _, p in outputs], 1).cpu().numpy())
+                batch_hidden, batch_power = self.model.tower_outputs(batch)
+                hidden.append(batch_hidden.cpu().numpy())
+                if batch_power is not None:
+                    power.append(batch_power.cpu().numpy())
         self.train(was_training)
         inputs = {"x": data, "hidden": np.concatenate(hidden)}
         if power:

@@ -183,13 +183,32 @@ class LeafEnsemble(nn.Module):
         self.members = nn.ModuleList(LeafModel(config) for _ in range(n_members))
 
     def forward(self, x, instruction, tower_outputs=None):
-        """Inputs as :meth:`LeafModel.forward`; the mean of the members' unit rows, shape
-        (batch, d_text) (norm at most 1). ``tower_outputs``: a list, one per member."""
-        outputs = [None] * len(self.members) if tower_outputs is None else tower_outputs
-        total = self.members[0](x, instruction, tower_outputs=outputs[0])
-        for member, output in zip(self.members[1:], outputs[1:]):
-            total = total + member(x, instruction, tower_outputs=output)
+        """Inputs as :meth:`LeafModel.forward` (``tower_outputs`` as :meth:`tower_outputs`
+        gives them); the mean of the members' unit rows, shape (batch, d_text) (norm at most 1)."""
+        total = self.members[0](x, instruction, tower_outputs=_member_part(tower_outputs, 0))
+        for i, member in enumerate(self.members[1:], start=1):
+            total = total + member(x, instruction, tower_outputs=_member_part(tower_outputs, i))
         return total / len(self.members)
+
+    def tower_outputs(self, x):
+        """Every member's :meth:`LeafModel.tower_outputs`, stacked on dimension 1.
+
+        Returns
+        -------
+        hidden : Tensor, shape (batch, n_members, 2 * n_windows, d_model)
+        power : Tensor of shape (batch, n_members, n_windows, n_filters), or None
+        """
+        outputs = [member.tower_outputs(x) for member in self.members]
+        power = None if outputs[0][1] is None else torch.stack([p for _, p in outputs], 1)
+        return torch.stack([hidden for hidden, _ in outputs], 1), power
+
+
+def _member_part(tower_outputs, i):
+    """Member ``i``'s part of :meth:`LeafEnsemble.tower_outputs` (None stays None)."""
+    if tower_outputs is None:
+        return None
+    hidden, power = tower_outputs
+    return hidden[:, i], None if power is None else power[:, i]
 
 
 def members_of(model):
