@@ -110,10 +110,12 @@ def test_a_list_of_epochs_keeps_its_subjects(make_epochs):
     import pandas as pd
 
     epochs, _ = make_epochs(n_trials=8)
-    epochs.metadata = pd.DataFrame({"subject": np.repeat([1, 2], 4)})
     encoder = _tiny(LeafEncoder, alignment="euclidean", pooling="logvar")
+    pooled = encoder.fit_transform([epochs[:3], epochs[3:]])
+    epochs.metadata = pd.DataFrame({"subject": np.repeat([1, 2], 4)})
     whole = encoder.fit_transform(epochs)
     np.testing.assert_array_equal(encoder.fit_transform([epochs[:3], epochs[3:]]), whole)
+    assert not np.allclose(whole, pooled)
 
 
 @pytest.mark.parametrize("missing", [np.nan, None])
