@@ -6,12 +6,15 @@ evaluations would:
 
 - within-session: 5-fold stratified cross-validation inside each validation subject;
 - cross-subject: fitted on every fit subject's trials (one alignment group per subject;
-  ``--cross-alignment pooled``: all of them as one group), scored per validation subject.
+  ``--cross-alignment pooled``: all of them as one group), scored per validation subject
+  (``--test-time-batchnorm``: also with the tokenizers' BatchNorm statistics re-estimated on
+  each validation subject's aligned trials, AdaBN, stored as ``PIPELINE@adabn``).
 
 Pipelines (every one with Euclidean alignment, as the checkpoint was trained):
 
 - ``direct``: ``LeafInstructionClassifier(max_epochs=0, test_crops=0)``, level 2 (nothing
-  fitted; ``direct+crops``: with ``test_crops=5``, similarities averaged over shifted crops);
+  fitted; ``direct+crops``: with ``test_crops=5``, similarities averaged over shifted crops;
+  ``direct+crops10``, ``direct+crops20``: over 10 or 20);
 - ``finetuned-E[-PART]``: the same classifier fine-tuned ``E`` epochs from the fold's model
   (``PART`` frozen: ``tokenizer`` or ``encoder``, the whole Tower), ``test_crops=0``;
 - ``logvar+LR``: ``LeafEncoder(pooling="logvar")``, scaler, logistic regression;
@@ -33,6 +36,7 @@ PhysioNet, accuracy for Kalunga2016) and adds them to ``readouts.json`` in the m
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 from pathlib import Path
@@ -56,6 +60,7 @@ from tune_inner import SPLITS, load, use_fold  # noqa: E402
 from leaf_sk import LeafEncoder, LeafInstructionClassifier  # noqa: E402
 from leaf_sk._atomic import write_text_atomic  # noqa: E402
 from leaf_sk.benchmark import INSTRUCTIONS, label_text  # noqa: E402
+from leaf_sk.nn.tokenizer import Tokenizer  # noqa: E402
 from leaf_sk.tuner import MODEL_FILE  # noqa: E402
 
 
@@ -75,6 +80,8 @@ def pipelines(checkpoint, family, texts, ch_names, sfreq, epochs, freezes=("none
 
     out = {"direct": classifier(0),
            "direct+crops": classifier(0, crops=5),
+           "direct+crops10": classifier(0, crops=10),
+           "direct+crops20": classifier(0, crops=20),
            "logvar+LR": make_pipeline(LeafEncoder(**common, pooling="logvar"), *lr()),
            "qformer+LR": make_pipeline(LeafEncoder(**common, instruction=instruction,
                                                    instruction_level=2,
@@ -106,6 +113,21 @@ def fit(model, X, y, groups=None):
     return model.fit(X, y, **{key: groups})
 
 
+def with_batchnorm_of(model, X):
+    """A copy of the fitted LEAF classifier ``model`` whose tokenizers' BatchNorm statistics are
+    the mean and variance of their filter outputs on ``X`` (aligned as ``model`` aligns it)."""
+    adapted = copy.deepcopy(model)
+    trials = torch.as_tensor(np.concatenate(list(model._template_blocks(X))))
+    with torch.no_grad():
+        for tokenizer in (m for m in adapted.module_.modules() if isinstance(m, Tokenizer)):
+            outputs = tokenizer.filter_outputs(trials).transpose(0, 2)   # (F, N, B, T)
+            outputs = outputs.reshape(len(outputs), -1)
+            norm = tokenizer.enc_conv[2]
+            norm.running_mean.copy_(outputs.mean(1))
+            norm.running_var.copy_(outputs.var(1))
+    return adapted
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fold", type=int, required=True, choices=range(4))
@@ -122,6 +144,9 @@ def main(argv=None):
                         choices=["per-subject", "pooled"],
                         help="alignment groups of the cross-subject fit; results of 'pooled' "
                              "are stored under the pipeline's name with '@pooled' added")
+    parser.add_argument("--test-time-batchnorm", action="store_true",
+                        help="cross-subject LEAF classifiers also scored with BatchNorm statistics "
+                             "re-estimated on each validation subject (PIPELINE@adabn)")
     args = parser.parse_args(argv)
     use_fold(args.fold)
     torch.set_num_threads(1)
@@ -162,9 +187,17 @@ def main(argv=None):
                 else:
                     groups = subject[fit_rows] if args.cross_alignment == "per-subject" else None
                     model = fit(clone(estimator), X[fit_rows], y[fit_rows], groups)
+                adabn = {}
                 for s in split["valid"]:
                     rows = subject == s
                     cross[int(s)] = score(model, X[rows], y[rows], binary)
+                    if args.test_time_batchnorm and isinstance(model, LeafInstructionClassifier):
+                        adabn[int(s)] = score(with_batchnorm_of(model, X[rows]), X[rows], y[rows],
+                                              binary)
+                if adabn:
+                    report[name][f"{label}@adabn"] = {"cross": adabn}
+                    print(f"{name} {label}@adabn: cross {np.mean(list(adabn.values())):.3f} "
+                          f"({', '.join(f's{k} {x:.2f}' for k, x in adabn.items())})", flush=True)
             if args.cross_alignment == "pooled":
                 label = f"{label}@pooled"
             report[name][label] = {**report[name].get(label, {}),

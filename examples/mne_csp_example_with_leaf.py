@@ -6,8 +6,9 @@ decodes imagined hands against feet in PhysioNet subject 1 (runs 6, 10, 14), ban
 steps and scores two pipelines on the same folds: MNE's CSP + LDA, and LeafEncoder +
 logistic regression, both given the Epochs themselves (scikit-learn splits them).
 
-Subject 1 was in the pretraining data of the packaged checkpoint, so the LEAF score here
-shows that the pipeline runs, not how LEAF does on new subjects (benchmarks/RESULTS.md).
+Subject 1's left- and right-hand runs, with their labels, were in the instruction tuning of the
+packaged checkpoint (these hands-against-feet runs were not), so the LEAF score here shows that
+the pipeline runs, not how LEAF does on new subjects (benchmarks/RESULTS.md).
 
 Run with the shared recordings: ``MNE_DATA=../shared/data/mne_data python
 examples/mne_csp_example_with_leaf.py``.

@@ -409,7 +409,7 @@ def _check_flat(data, ch_names, used=None, first_trial=0):
     channels = np.flatnonzero(partly.any(axis=0))
     if channels.size:
         listing = "; ".join(
-            f"{ch_names[c]!r} in trial(s) {_listed((np.flatnonzero(partly[:, c]) + first_trial).tolist())}"
+            f"{str(ch_names[c])!r} in trial(s) {_listed((np.flatnonzero(partly[:, c]) + first_trial).tolist())}"
             for c in channels[:_MAX_LISTED])
         more = f"; ... ({channels.size - _MAX_LISTED} more channels)" if channels.size > _MAX_LISTED else ""
         parts.append(f"these channels are flat (constant): {listing}{more}; a disconnected "

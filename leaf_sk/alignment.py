@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 ALIGNMENTS = ("euclidean",)
@@ -11,6 +13,9 @@ ALIGNMENT_OPTIONS = ("auto", *ALIGNMENTS)
 # Eigenvalues of the mean covariance below this fraction of the largest are raised to it, so
 # that rank-deficient recordings (average reference, interpolated channels) stay finite.
 _EIGENVALUE_FLOOR = 1e-6
+# Groups of fewer trials warn: their mean covariance is mostly each trial's own, so aligning
+# erases the trials' spatial patterns (benchmarks/RESULTS.md, "trials per call").
+FEWEST_TRIALS_TO_ALIGN = 5
 
 
 def checkpoint_alignment(checkpoint):
@@ -38,10 +43,26 @@ def resolve_alignment(alignment, checkpoint):
 
 
 def align_trials(trials, groups=None):
-    """:class:`~leaf_sk._input.EEGTrials` with each group's data re-centred (see below)."""
+    """:class:`~leaf_sk._input.EEGTrials` with each group's data re-centred (see below).
+
+    Warns when a group has fewer than ``FEWEST_TRIALS_TO_ALIGN`` trials.
+    """
     import dataclasses
 
-    return dataclasses.replace(trials, data=euclidean_alignment(trials.data, groups))
+    data = euclidean_alignment(trials.data, groups)
+    labels = np.zeros(len(data), dtype=int) if groups is None else np.asarray(groups)
+    sizes = np.unique(labels, return_counts=True)[1]
+    if len(data) and sizes.min() < FEWEST_TRIALS_TO_ALIGN:
+        what = (f"these {len(data)} trial(s)" if len(sizes) == 1 else
+                f"{int((sizes < FEWEST_TRIALS_TO_ALIGN).sum())} of {len(sizes)} groups (the "
+                f"smallest: {sizes.min()} trial(s))")
+        warnings.warn(
+            f"Euclidean alignment re-centres {what} on their own mean covariance; with fewer "
+            f"than {FEWEST_TRIALS_TO_ALIGN} trials per subject that reference is mostly each "
+            "trial's own, which erases its spatial pattern, and each output depends on the other "
+            "trials of the call. Pass all of a subject's trials in one call (with groups= in "
+            "fit for several subjects), or set alignment=None.", UserWarning, stacklevel=6)
+    return dataclasses.replace(trials, data=data)
 
 
 def metadata_groups(X):

@@ -193,7 +193,8 @@ def _build_parser():
                       help="peak learning rate of the tokenizer")
     tune.add_argument("--threads", type=int, default=1, metavar="N",
                       help="torch threads (0: torch's default)")
-    tune.add_argument("--seed", type=int, default=0, metavar="N")
+    tune.add_argument("--seed", type=int, default=0, metavar="N",
+                      help="seeds initialisation, batches, crops and dropout (default 0)")
     tune.add_argument("--quiet", action="store_true", help="no per-epoch lines")
     ensemble = sub.add_parser(
         "ensemble", help="Combine instruction-tuned checkpoints into one ensemble file.",

@@ -75,6 +75,27 @@ def test_encoder_aligns_the_trials_of_each_call(make_trials, ch_names):
     assert not np.allclose(aligned.transform(X), plain.transform(X))
 
 
+def test_groups_of_few_trials_warn(make_trials, ch_names):
+    """Fewer than 5 trials are aligned mostly on their own covariance: the user hears of it."""
+    import warnings
+
+    X, _ = make_trials(n_trials=8)
+    encoder = _tiny(LeafEncoder, ch_names=ch_names, sfreq=250.0, alignment="euclidean",
+                    pooling="logvar").fit(X)
+    with pytest.warns(UserWarning, match="these 2 trial.*fewer than 5 trials per subject"):
+        encoder.transform(X[:2])
+    with pytest.warns(UserWarning, match="1 of 2 groups .the smallest: 3 trial"):
+        encoder.fit(X, groups=np.repeat([1, 2], [5, 3]))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Euclidean alignment")
+        encoder.transform(X[:5])
+        encoder.fit(X, groups=np.repeat([1, 2], 4) * 0)
+    plain = _tiny(LeafEncoder, ch_names=ch_names, sfreq=250.0, pooling="logvar").fit(X)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Euclidean alignment")
+        plain.transform(X[:1])
+
+
 def test_fit_groups_align_per_subject(make_trials, ch_names):
     X, _ = make_trials(n_trials=8)
     X[4:] *= np.random.default_rng(1).uniform(0.5, 2.0, size=(len(ch_names), 1))  # a second "subject"
