@@ -4,6 +4,9 @@ With ``alignment="euclidean"`` (the default for ``leaf-small-bci``) the trials o
 re-centred on their mean covariance. This scores direct inference (level 2, whole trials) of a
 ``benchmarks/tune_inner.py`` fold model on each validation subject's trials passed ``K`` at a
 time (in a random order, seed 0), for ``K`` = 1, 2, 5, 10, 20 and all of them in one call.
+Then online decoding: the first half of each subject's trials (in recording order) is the
+calibration run, and the second half is scored one trial per call, aligned on the calibration
+trials (``alignment_reference="fit"``, fitted on them) or on itself, and in one call.
 
 Run from the repository root::
 
@@ -56,16 +59,37 @@ def main(argv=None):
                 rows = rng.permutation(np.flatnonzero(subject == s))
                 calls = [rows] if size is None else np.array_split(
                     rows, np.arange(size, len(rows), size))
-                order = np.concatenate(calls)
-                if len(texts) == 2:
-                    p = np.concatenate([model.predict_proba(X[c])[:, 1] for c in calls])
-                    scores.append(roc_auc_score(y[order] == model.classes_[1], p))
-                else:
-                    p = np.concatenate([model.predict(X[c]) for c in calls])
-                    scores.append(float((p == y[order]).mean()))
-            print(f"{name} trials per call {size or 'all'}: {np.mean(scores):.3f} "
-                  f"({', '.join(f's{s} {v:.2f}' for s, v in zip(split['valid'], scores))})",
-                  flush=True)
+                scores.append(score(model, X, y, calls, len(texts) == 2))
+            report(f"{name} trials per call {size or 'all'}", split["valid"], scores)
+        online = {"calibration reference, one trial per call": [],
+                  "own reference, one trial per call": [], "own reference, one call": []}
+        for s in split["valid"]:
+            rows = np.flatnonzero(subject == s)
+            calibration, later = rows[:len(rows) // 2], rows[len(rows) // 2:]
+            assert set(y[calibration]) == set(texts), "a class is missing from the calibration"
+            reference = clone(direct).set_params(alignment_reference="fit").fit(
+                X[calibration], y[calibration])
+            for label, estimator, calls in (
+                    ("calibration reference, one trial per call", reference, later[:, None]),
+                    ("own reference, one trial per call", model, later[:, None]),
+                    ("own reference, one call", model, [later])):
+                online[label].append(score(estimator, X, y, calls, len(texts) == 2))
+        for label, scores in online.items():
+            report(f"{name} second half, {label}", split["valid"], scores)
+
+
+def score(model, X, y, calls, binary):
+    """ROC AUC (two classes) or accuracy of ``model`` on the trials of ``calls``, one call each."""
+    order = np.concatenate(calls)
+    if binary:
+        p = np.concatenate([model.predict_proba(X[c])[:, 1] for c in calls])
+        return float(roc_auc_score(y[order] == model.classes_[1], p))
+    return float((np.concatenate([model.predict(X[c]) for c in calls]) == y[order]).mean())
+
+
+def report(what, subjects, scores):
+    print(f"{what}: {np.mean(scores):.3f} "
+          f"({', '.join(f's{s} {v:.2f}' for s, v in zip(subjects, scores))})", flush=True)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,12 @@ import numpy as np
 import torch
 # sklearn's private helpers, imported in this one module and re-exported to the estimators.
 from sklearn.base import _fit_context  # noqa: F401
+from sklearn.exceptions import NotFittedError
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from .alignment import ALIGNMENT_OPTIONS, align_trials, metadata_groups, resolve_alignment
+from .alignment import (ALIGNMENT_OPTIONS, ALIGNMENT_REFERENCES, align_trials, metadata_groups,
+                        reference_whitener, resolve_alignment, whiten_trials)
 from ._input import (_listed, as_numeric_array, check_same_channels, is_epochs_sequence,
                      make_channel_map, read_trials, to_template)
 from ._precision import PRECISIONS, autocast
@@ -32,6 +34,7 @@ SHARED_CONSTRAINTS = {
     "instruction_level": [Interval(Integral, 0, 2, closed="both")],
     "precision": [StrOptions(set(PRECISIONS))],
     "alignment": [StrOptions(set(ALIGNMENT_OPTIONS)), None],
+    "alignment_reference": [StrOptions(set(ALIGNMENT_REFERENCES))],
     "release_compat": [StrOptions({"auto"}), "boolean"],
 }
 
@@ -88,8 +91,9 @@ class LeafInputMixin:
     """The one input path of every estimator: EEG in any accepted form to template tensors.
 
     Expects the estimator parameters ``checkpoint``, ``ch_names``, ``sfreq``, ``units``,
-    ``alignment`` and ``release_compat``; ``fit`` sets ``alignment_`` and ``release_compat_``,
-    their values in use.
+    ``alignment``, ``alignment_reference`` and ``release_compat``; ``fit`` sets ``alignment_``
+    and ``release_compat_``, their values in use, and with Euclidean alignment on the fit
+    trials' covariance, ``alignment_whitener_``.
     ``fit`` computes the channel matrix (mapping plus spherical-spline interpolation) once;
     ``transform``, ``predict`` and friends reuse it and refuse another channel set.
     """
@@ -125,8 +129,8 @@ class LeafInputMixin:
         first block is processed at once (fitting the channel map with ``fit=True`` and
         raising on bad input early), the others while the result is consumed.
 
-        With Euclidean alignment the whole call is read at once: its mean covariance needs
-        every trial before the first can be aligned.
+        With Euclidean alignment on each call's covariance (and in ``fit``) the whole call is
+        read at once: its mean covariance needs every trial before the first can be aligned.
 
         Returns
         -------
@@ -140,7 +144,8 @@ class LeafInputMixin:
             self._resolve_input_options()
         X, n_flat_features = self._unflatten(X)
         if (not (isinstance(X, np.ndarray) and X.ndim == 3 and X.size)
-                or self.alignment_ == "euclidean"):
+                or (self.alignment_ == "euclidean"
+                    and (fit or self.alignment_reference == "call"))):
             data = self._template_part(X, n_flat_features, fit=fit)
             return TrialBlocks(len(data), iter([data]))
         per_trial = 8 * max(X.shape[1], 65) * X.shape[2] * max(1.0, 200.0 / (self.sfreq or 200.0))
@@ -170,7 +175,18 @@ class LeafInputMixin:
             check_same_channels(self.ch_names_, trials.ch_names)
             self._check_n_features(n_features, flat=n_flat_features is not None)
         if self.alignment_ == "euclidean":
-            trials = align_trials(trials, metadata_groups(X) if groups is None else groups)
+            groups = metadata_groups(X) if groups is None else groups
+            if self.alignment_reference == "call":
+                trials = align_trials(trials, groups)
+            else:
+                if fit:
+                    self.alignment_whitener_ = reference_whitener(trials, groups)
+                elif not hasattr(self, "alignment_whitener_"):
+                    raise NotFittedError(
+                        f"alignment_reference='fit' aligns on the covariance of the fit trials, "
+                        f"but this {type(self).__name__} was fitted with "
+                        f"alignment_reference='call'; fit it again.")
+                trials = whiten_trials(trials, self.alignment_whitener_)
         elif groups is not None:
             raise ValueError(
                 f"groups are only used with Euclidean alignment (alignment={self.alignment!r}, "

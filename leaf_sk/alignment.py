@@ -9,6 +9,8 @@ import numpy as np
 ALIGNMENTS = ("euclidean",)
 #: Parameter values of the estimators: an alignment, None, or "auto" (the checkpoint's).
 ALIGNMENT_OPTIONS = ("auto", *ALIGNMENTS)
+#: What the trials of a call are aligned on: their own covariance, or that of the fit trials.
+ALIGNMENT_REFERENCES = ("call", "fit")
 
 # Eigenvalues of the mean covariance below this fraction of the largest are raised to it, so
 # that rank-deficient recordings (average reference, interpolated channels) stay finite.
@@ -50,19 +52,57 @@ def align_trials(trials, groups=None):
     import dataclasses
 
     data = euclidean_alignment(trials.data, groups)
-    labels = np.zeros(len(data), dtype=int) if groups is None else np.asarray(groups)
-    sizes = np.unique(labels, return_counts=True)[1]
-    if len(data) and sizes.min() < FEWEST_TRIALS_TO_ALIGN:
-        what = (f"these {len(data)} trial(s)" if len(sizes) == 1 else
-                f"{int((sizes < FEWEST_TRIALS_TO_ALIGN).sum())} of {len(sizes)} groups (the "
-                f"smallest: {sizes.min()} trial(s))")
-        warnings.warn(
-            f"Euclidean alignment re-centres {what} on their own mean covariance; with fewer "
-            f"than {FEWEST_TRIALS_TO_ALIGN} trials per subject that reference is mostly each "
-            "trial's own, which erases its spatial pattern, and each output depends on the other "
-            "trials of the call. Pass all of a subject's trials in one call (with groups= in "
-            "fit for several subjects), or set alignment=None.", UserWarning, stacklevel=6)
+    _warn_if_small(np.zeros(len(data), dtype=int) if groups is None else np.asarray(groups))
     return dataclasses.replace(trials, data=data)
+
+
+def reference_whitener(trials, groups=None):
+    """The whitener of ``alignment_reference="fit"``: that of the fit trials, one group.
+
+    Parameters
+    ----------
+    trials : EEGTrials
+    groups : array-like of shape (n_trials,), optional
+        Must hold one value: every later call is aligned on this one reference.
+
+    Returns
+    -------
+    ndarray of shape (n_channels, n_channels), or None for flat trials (nothing to whiten).
+    """
+    groups = check_groups(groups, len(trials.data))
+    if groups is not None and len(np.unique(groups)) > 1:
+        raise ValueError(
+            f"alignment_reference='fit' aligns every later call on the covariance of the fit "
+            f"trials, so fit takes one subject's (or session's) trials; got "
+            f"{len(np.unique(groups))} groups. Fit on one subject's calibration trials, or set "
+            "alignment_reference='call' to align each call (each group) on its own.")
+    _warn_if_small(np.zeros(len(trials.data), dtype=int))
+    return euclidean_whitener(np.asarray(trials.data, dtype=np.float64))
+
+
+def whiten_trials(trials, whitener):
+    """:class:`~leaf_sk._input.EEGTrials` with ``whitener`` (:func:`reference_whitener`) applied."""
+    import dataclasses
+
+    data = np.asarray(trials.data, dtype=np.float64)
+    return dataclasses.replace(trials, data=data if whitener is None else np.matmul(whitener, data))
+
+
+def _warn_if_small(labels):
+    sizes = np.unique(labels, return_counts=True)[1]
+    if not len(labels) or sizes.min() >= FEWEST_TRIALS_TO_ALIGN:
+        return
+    what = (f"these {len(labels)} trial(s)" if len(sizes) == 1 else
+            f"{int((sizes < FEWEST_TRIALS_TO_ALIGN).sum())} of {len(sizes)} groups (the "
+            f"smallest: {sizes.min()} trial(s))")
+    warnings.warn(
+        f"Euclidean alignment re-centres {what} on their own mean covariance; with fewer "
+        f"than {FEWEST_TRIALS_TO_ALIGN} trials per subject that reference is mostly each "
+        "trial's own, which erases its spatial pattern, and each output depends on the other "
+        "trials of the call. Pass all of a subject's trials in one call (with groups= in "
+        "fit for several subjects), fit on a subject's calibration trials with "
+        "alignment_reference='fit' to decode later trials one by one, or set alignment=None.",
+        UserWarning, stacklevel=7)
 
 
 def metadata_groups(X):
@@ -144,15 +184,29 @@ def euclidean_alignment(data, groups=None):
     for label in np.unique(labels):
         members = labels == label
         trials = data[members]
-        centred = trials - trials.mean(axis=-1, keepdims=True)
-        mean_cov = np.einsum("nct,ndt->cd", centred, centred) / (centred.shape[-1] * len(trials))
-        eigenvalues, eigenvectors = np.linalg.eigh(mean_cov)
-        top = eigenvalues.max()
-        if not top > 0:
-            aligned[members] = trials  # flat group: nothing to whiten; flat data is reported later
-            continue
-        eigenvalues = np.maximum(eigenvalues, _EIGENVALUE_FLOOR * top)
-        scale = np.sqrt(eigenvalues.mean())
-        whitener = (eigenvectors / np.sqrt(eigenvalues)) @ eigenvectors.T * scale
-        aligned[members] = np.matmul(whitener, trials)
+        whitener = euclidean_whitener(trials)
+        # A flat group has nothing to whiten; flat data is reported later.
+        aligned[members] = trials if whitener is None else np.matmul(whitener, trials)
     return aligned
+
+
+def euclidean_whitener(data):
+    """The inverse square root of the trials' mean spatial covariance, times their mean variance.
+
+    Parameters
+    ----------
+    data : ndarray, shape (n_trials, n_channels, n_times), float64
+
+    Returns
+    -------
+    ndarray of shape (n_channels, n_channels), or None when every channel is flat.
+    """
+    centred = data - data.mean(axis=-1, keepdims=True)
+    mean_cov = np.einsum("nct,ndt->cd", centred, centred) / (centred.shape[-1] * len(data))
+    eigenvalues, eigenvectors = np.linalg.eigh(mean_cov)
+    top = eigenvalues.max()
+    if not top > 0:
+        return None
+    eigenvalues = np.maximum(eigenvalues, _EIGENVALUE_FLOOR * top)
+    scale = np.sqrt(eigenvalues.mean())
+    return (eigenvectors / np.sqrt(eigenvalues)) @ eigenvectors.T * scale

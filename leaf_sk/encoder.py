@@ -56,6 +56,12 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         that come with it. ``"auto"`` (default) does what the checkpoint was trained with:
         ``"euclidean"`` for ``"leaf-small-bci"``, None for ``"leaf-small"``, release files and
         random weights.
+    alignment_reference : {"call", "fit"}, default="call"
+        What Euclidean alignment re-centres on. ``"call"``: each call's (each group's) own
+        trials, as above. ``"fit"``: the covariance of the fit trials, one subject's or
+        session's (``fit`` refuses several groups), for every later call, so that a trial's
+        output no longer depends on the trials that come with it: online decoding, one trial
+        at a time, after fitting on a calibration run. Without alignment it does nothing.
     release_compat : {"auto"} or bool
         Behave as the authors' release: channels CB1/CB2 mapped as the release maps them (to O2
         and O1), and the Q-Former's positions indexed ``0..2N-1`` as at the release's direct
@@ -131,7 +137,8 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
     }
 
     def __init__(self, checkpoint="leaf-small-bci", *, size="small", ch_names=None, sfreq=None,
-                 units=None, alignment="auto", release_compat="auto", instruction=None,
+                 units=None, alignment="auto", alignment_reference="call",
+                 release_compat="auto", instruction=None,
                  instruction_level=1, label_texts=None, pooling="auto",
                  text_encoder=DEFAULT_TEXT_ENCODER, batch_size=64, device="auto", precision="auto",
                  random_state=None):
@@ -141,6 +148,7 @@ class LeafEncoder(LeafInputMixin, TransformerMixin, BaseEstimator):
         self.sfreq = sfreq
         self.units = units
         self.alignment = alignment
+        self.alignment_reference = alignment_reference
         self.release_compat = release_compat
         self.instruction = instruction
         self.instruction_level = instruction_level

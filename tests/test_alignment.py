@@ -96,6 +96,48 @@ def test_groups_of_few_trials_warn(make_trials, ch_names):
         plain.transform(X[:1])
 
 
+def test_fit_reference_aligns_every_call_on_the_fit_trials(make_trials, ch_names, monkeypatch):
+    """alignment_reference='fit': one trial at a time gives what the whole call gives."""
+    import warnings
+
+    import leaf_sk._base
+    from leaf_sk.alignment import euclidean_whitener
+
+    X, _ = make_trials(n_trials=12)
+    online = _tiny(LeafEncoder, ch_names=ch_names, sfreq=250.0, alignment="euclidean",
+                   alignment_reference="fit", pooling="logvar").fit(X[:8])
+    plain = _tiny(LeafEncoder, ch_names=ch_names, sfreq=250.0, pooling="logvar").fit(X[:8])
+    whitener = euclidean_whitener(X[:8].astype(np.float64))
+    np.testing.assert_allclose(online.alignment_whitener_, whitener)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="Euclidean alignment")
+        one_by_one = np.concatenate([online.transform(X[i:i + 1]) for i in range(8, 12)])
+    np.testing.assert_array_equal(one_by_one, online.transform(X[8:]))
+    monkeypatch.setattr(leaf_sk._base, "_BLOCK_BYTES", 1)  # read one trial per block
+    np.testing.assert_array_equal(one_by_one, online.transform(X[8:]))
+    np.testing.assert_allclose(one_by_one, plain.transform(np.matmul(whitener, X[8:])),
+                               rtol=1e-5, atol=1e-6)
+    per_call = online.set_params(alignment_reference="call")
+    assert not np.allclose(per_call.transform(X[8:]), one_by_one)
+
+
+def test_fit_reference_needs_one_group_and_a_fit_with_it(make_trials, ch_names):
+    from sklearn.exceptions import NotFittedError
+
+    X, y = make_trials(n_trials=8)
+    clf = _tiny(LeafInstructionClassifier, ch_names=ch_names, sfreq=250.0,
+                alignment="euclidean", alignment_reference="fit")
+    with pytest.raises(ValueError, match="one subject's.*got 2 groups.*alignment_reference='call'"):
+        clf.fit(X, y, groups=np.repeat([1, 2], 4))
+    clf.set_params(alignment_reference="call").fit(X, y)
+    clf.set_params(alignment_reference="fit")
+    with pytest.raises(NotFittedError, match="fitted with alignment_reference='call'; fit it again"):
+        clf.predict(X)
+    assert set(clf.fit(X, y).predict(X[:1])) <= set(y)
+    with pytest.raises(ValueError, match="alignment_reference"):
+        clf.set_params(alignment_reference="session").fit(X, y)
+
+
 def test_fit_groups_align_per_subject(make_trials, ch_names):
     X, _ = make_trials(n_trials=8)
     X[4:] *= np.random.default_rng(1).uniform(0.5, 2.0, size=(len(ch_names), 1))  # a second "subject"
